@@ -1,0 +1,299 @@
+"""How the exits' losses are combined: the paper's weighting schemes, AdaLoss, and two extras.
+
+An anytime network's training loss is sum_i w_i * L_i over its K exits (cheapest first). This file
+holds every way of choosing w, as `torch.nn.Module`s that take the K batch-mean losses and return the
+total, so they drop into anyone's training loop:
+
+    weighting = AdaLoss(num_exits=model.num_exits)
+    total = weighting([F.cross_entropy(logits, y) for logits in model(x)])
+    total.backward()
+
+Sources (see ../shared/reference/official_code.md):
+* static schemes: the authors' `tensorpack/utils/anytime_loss.py:154-229` (§1.6): CONST (f=4),
+  LINEAR 0.25 -> 1 unnormalised (f=12), HALF_END (f=7), SIEVE (f=5, normalised by the final weight),
+  OPT (f=2, one-hot);
+* AdaLoss: `AdaptiveLossWeight._after_run`, `anytime_models/models/online_learn.py:334-355` of the
+  public branch (§1.3), including its re-normalisation after `final_extra`;
+* beyond the paper: AdaLoss's first-order variant (`--adaloss_order=1`,
+  `anytime_network.py:643-649`, §1.5), which the paper names as future work, and uncertainty
+  weighting (Kendall, Gal and Cipolla, CVPR 2018) as a modern learned baseline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "LossWeighting",
+    "StaticWeighting",
+    "AdaLoss",
+    "AdaLossGradNorm",
+    "UncertaintyWeighting",
+    "static_weights",
+    "make_weighting",
+    "WEIGHTINGS",
+]
+
+STATIC_SCHEMES = ("const", "linear", "half_end", "sieve", "opt")
+ADAPTIVE_SCHEMES = ("adaloss", "adaloss_grad", "uncertainty")
+WEIGHTINGS = STATIC_SCHEMES + ADAPTIVE_SCHEMES
+
+
+def _stack_losses(losses: Sequence[Tensor] | Tensor, num_exits: int) -> Tensor:
+    """Turn the per-exit batch-mean losses into one (K,) tensor, checking K."""
+    stacked = losses if isinstance(losses, Tensor) else torch.stack(list(losses))
+    if stacked.dim() != 1 or stacked.numel() != num_exits:
+        raise ValueError(
+            f"expected {num_exits} per-exit losses (a sequence of scalars or a 1-D tensor), "
+            f"got shape {tuple(stacked.shape)}"
+        )
+    return stacked
+
+
+def _sieve(num_exits: int) -> list[float]:
+    """SIEVE weights (anytime_loss.py:23-37): +1 on every 2^k-th exit counted from the end, the
+    final exit gets the sum of all others (half the total), then divide by the final weight."""
+    if num_exits == 1:
+        return [1.0]
+    w = [0.0] * num_exits
+    step = 1
+    while step < num_exits:
+        for i in range(0, num_exits, step):
+            w[i] += 1.0
+        step *= 2
+    w[0] = sum(w[1:])
+    w.reverse()  # index 0 counted from the final exit
+    return [x / w[-1] for x in w]
+
+
+def static_weights(name: str, num_exits: int, exit: int | None = None) -> Tensor:
+    """The authors' static weights for `num_exits` exits, as a float (K,) tensor.
+
+    `exit` is the one-hot position for OPT (default: the final exit).
+    """
+    if num_exits < 1:
+        raise ValueError(f"num_exits must be >= 1, got {num_exits}")
+    k = num_exits
+    if name == "const":
+        w = [1.0] * k
+    elif name == "linear":
+        w = [1.0] if k == 1 else [0.25 + 0.75 * i / (k - 1) for i in range(k)]
+    elif name == "half_end":
+        w = [1.0] if k == 1 else [1.0 / (k - 1)] * (k - 1) + [1.0]
+    elif name == "sieve":
+        w = _sieve(k)
+    elif name == "opt":
+        at = k - 1 if exit is None else exit
+        if not -k <= at < k:
+            raise ValueError(f"OPT exit {exit} is out of range for {k} exits")
+        w = [0.0] * k
+        w[at] = 1.0
+    else:
+        raise ValueError(f"unknown static weighting {name!r}; valid: {', '.join(STATIC_SCHEMES)}")
+    return torch.tensor(w, dtype=torch.float32)
+
+
+class LossWeighting(nn.Module):
+    """Base class: `forward(losses) -> total`, `weights` = the (K,) weights in use now."""
+
+    def __init__(self, num_exits: int) -> None:
+        super().__init__()
+        if num_exits < 1:
+            raise ValueError(f"num_exits must be >= 1, got {num_exits}")
+        self.num_exits = num_exits
+
+    @property
+    def weights(self) -> Tensor:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"num_exits={self.num_exits}"
+
+
+class StaticWeighting(LossWeighting):
+    """Fixed weights: total = sum_i w_i * L_i."""
+
+    def __init__(self, weights: Tensor | Sequence[float]) -> None:
+        w = torch.as_tensor(weights, dtype=torch.float32).flatten()
+        super().__init__(w.numel())
+        self.register_buffer("_weights", w)
+
+    @property
+    def weights(self) -> Tensor:
+        return self._weights
+
+    def forward(self, losses: Sequence[Tensor] | Tensor) -> Tensor:
+        stacked = _stack_losses(losses, self.num_exits)
+        return (self._weights.to(stacked) * stacked).sum()
+
+
+class AdaLoss(LossWeighting):
+    """AdaLoss exactly as the authors' public code runs it (online_learn.py:334-355).
+
+    Each call returns sum_i w_i * L_i with the weights as constants, *then* folds the detached
+    losses into an exponential moving average (started at the first call's losses, no bias
+    correction), as the authors' callback does after each training step. Every `update_per` calls:
+
+        w = 1/ema + 1e-8;  w /= max(w);  w[-1] += final_extra;  w /= max(w);  w = (1-gamma) w + gamma
+
+    so each w_i lies in [gamma, 1] and the exit with the smallest average loss (usually the final
+    one) gets 1. Until the first update w = 1 (CONST). Everything stays on the losses' device: no
+    host-device synchronisation happens in a call.
+    """
+
+    def __init__(
+        self,
+        num_exits: int,
+        gamma: float = 0.07,  # mixing with constant weights (--adaloss_gamma, public default)
+        momentum: float = 0.9,  # EMA momentum (--adaloss_momentum; 0.99 before April 2018)
+        update_per: int = 100,  # calls between weight updates (--adaloss_update_per)
+        final_extra: float = 0.0,  # extra weight on the final exit (--adaloss_final_extra)
+    ) -> None:
+        super().__init__(num_exits)
+        if not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        if update_per < 1:
+            raise ValueError(f"update_per must be >= 1, got {update_per}")
+        if final_extra < 0:
+            raise ValueError(f"final_extra must be >= 0, got {final_extra}")
+        self.gamma, self.momentum = gamma, momentum
+        self.update_per, self.final_extra = update_per, final_extra
+        self.calls = 0
+        self.register_buffer("ema", torch.zeros(num_exits))
+        self.register_buffer("_weights", torch.ones(num_exits))
+
+    @property
+    def weights(self) -> Tensor:
+        return self._weights
+
+    def _statistic(self, losses: Tensor) -> Tensor:
+        """The per-exit quantity whose running average sets the weights: the loss itself."""
+        return losses.detach()
+
+    def _new_weights(self) -> Tensor:
+        w = 1.0 / self.ema + 1e-8  # the eps is added after inversion, as in the authors' code
+        w = w / w.max()
+        w[-1] += self.final_extra
+        w = w / w.max()
+        return (1.0 - self.gamma) * w + self.gamma
+
+    def forward(self, losses: Sequence[Tensor] | Tensor) -> Tensor:
+        stacked = _stack_losses(losses, self.num_exits)
+        if self.ema.device != stacked.device:
+            self.to(stacked.device)
+        total = (self._weights * stacked).sum()
+        stat = self._statistic(stacked).float()
+        if self.calls == 0:
+            self.ema = stat.clone()
+        else:
+            self.ema = self.momentum * self.ema + (1.0 - self.momentum) * stat
+        self.calls += 1
+        if self.calls % self.update_per == 0:
+            self._weights = self._new_weights()  # a new tensor: `total`'s graph keeps the old one
+        return total
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {
+            "calls": self.calls,
+            "gamma": self.gamma,
+            "momentum": self.momentum,
+            "update_per": self.update_per,
+            "final_extra": self.final_extra,
+        }
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        mine = self.get_extra_state()
+        for key in ("gamma", "momentum", "update_per", "final_extra"):
+            if state[key] != mine[key]:
+                raise ValueError(
+                    f"AdaLoss state has {key}={state[key]} but this AdaLoss has {key}={mine[key]}"
+                )
+        self.calls = int(state["calls"])
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_exits={self.num_exits}, gamma={self.gamma}, momentum={self.momentum}, "
+            f"update_per={self.update_per}, final_extra={self.final_extra}"
+        )
+
+
+class AdaLossGradNorm(AdaLoss):
+    """AdaLoss's first-order variant (beyond the paper; official_code.md §1.5).
+
+    The statistic of exit i is sum_p 0.5 * ||dL_i/dp||^2 / (number of parameter tensors with a
+    gradient from L_i), over the shared parameters `params`, instead of L_i itself. It costs one
+    extra backward pass per exit per call.
+    """
+
+    def __init__(self, num_exits: int, params: Iterable[nn.Parameter], **kwargs: Any) -> None:
+        super().__init__(num_exits, **kwargs)
+        self._params = [p for p in params if p.requires_grad]
+        if not self._params:
+            raise ValueError("AdaLossGradNorm needs the shared parameters (params=model.parameters())")
+
+    def _statistic(self, losses: Tensor) -> Tensor:
+        stats = []
+        for loss in losses:
+            grads = torch.autograd.grad(loss, self._params, retain_graph=True, allow_unused=True)
+            used = [g for g in grads if g is not None]
+            sq = torch.stack([g.detach().float().pow(2).sum() for g in used]).sum()
+            stats.append(0.5 * sq / len(used))
+        return torch.stack(stats)
+
+
+class UncertaintyWeighting(LossWeighting):
+    """Learned homoscedastic-uncertainty weighting (Kendall et al. 2018; beyond the paper).
+
+    total = sum_i exp(-s_i) * L_i + s_i with learnable log-variances s (initialised to 0); the
+    trainer must give `parameters()` of this module to the optimiser. At its optimum
+    exp(-s_i) = 1/L_i, the same inverse-loss weights that AdaLoss sets by hand.
+    """
+
+    def __init__(self, num_exits: int) -> None:
+        super().__init__(num_exits)
+        self.log_vars = nn.Parameter(torch.zeros(num_exits))
+
+    @property
+    def weights(self) -> Tensor:
+        return torch.exp(-self.log_vars.detach())
+
+    def forward(self, losses: Sequence[Tensor] | Tensor) -> Tensor:
+        stacked = _stack_losses(losses, self.num_exits)
+        s = self.log_vars.to(stacked.device)
+        return (torch.exp(-s) * stacked + s).sum()
+
+
+def make_weighting(name: str, num_exits: int, **opts: Any) -> LossWeighting:
+    """Build a weighting by its name (`WEIGHTINGS`).
+
+    Options: `exit` for `opt`; `gamma`, `momentum`, `update_per`, `final_extra` for `adaloss` and
+    `adaloss_grad` (which also needs `params`). An option the scheme does not take is an error.
+    """
+    if name in STATIC_SCHEMES:
+        allowed = {"exit"} if name == "opt" else set()
+        _check_opts(name, opts, allowed)
+        return StaticWeighting(static_weights(name, num_exits, **opts))
+    if name == "adaloss":
+        _check_opts(name, opts, {"gamma", "momentum", "update_per", "final_extra"})
+        return AdaLoss(num_exits, **opts)
+    if name == "adaloss_grad":
+        _check_opts(name, opts, {"gamma", "momentum", "update_per", "final_extra", "params"})
+        return AdaLossGradNorm(num_exits, **opts)
+    if name == "uncertainty":
+        _check_opts(name, opts, set())
+        return UncertaintyWeighting(num_exits)
+    raise ValueError(f"unknown weighting {name!r}; valid: {', '.join(WEIGHTINGS)}")
+
+
+def _check_opts(name: str, opts: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(opts) - allowed)
+    if unknown:
+        valid = ", ".join(sorted(allowed)) or "none"
+        raise ValueError(f"weighting {name!r} takes no option {', '.join(unknown)}; valid: {valid}")
+
