@@ -1,0 +1,7 @@
+"""`python -m adaloss ...`: see adaloss.cli."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

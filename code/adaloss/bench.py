@@ -1,0 +1,208 @@
+"""`python -m adaloss bench`: our training step against a plain PyTorch loop, in the same run.
+
+Both sides train the same ResANN (same initial weights, AdaLoss, SGD) on the same synthetic uint8
+images for the same number of steps, after the same warm-up:
+
+* ours: the library's `train.train_step` fed by `data.DeviceLoader` (one uint8 tensor on the device,
+  batched crop/flip/normalise there, no host sync per step; channels_last + bf16 on CUDA);
+* plain: what a typical PyTorch script does: torchvision per-sample transforms in a `Dataset`, a
+  `DataLoader`, fp32, and `.item()` on the loss every step.
+
+It prints images/s of each, their ratio, and our achieved GFLOP/s (training FLOPs counted by
+`torch.utils.flop_counter` on one forward+backward) as a fraction of this machine's measured dense
+fp32 (CPU) or bf16 (CUDA) matmul GFLOP/s, and writes the numbers to `results/bench/<device>.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from torch.utils.flop_counter import FlopCounterMode
+
+from . import atomic
+from .data import DeviceLoader, ReferenceDataset, reference_transform
+from .models import build_model
+from .train import resolve_device, train_step
+from .weighting import AdaLoss
+
+__all__ = ["add_arguments", "run_cli", "benchmark", "matmul_gflops"]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_gflops(device: torch.device, size: int = 2048, repeats: int = 10) -> float:
+    """Measured dense matmul throughput: the machine's practical ceiling for our FLOPs."""
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    _sync(device)
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def _train_flops_per_image(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    counter = FlopCounterMode(display=False)
+    with counter:
+        losses = torch.stack([F.cross_entropy(z, y) for z in model(x)])
+        losses.sum().backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / len(y)
+
+
+def _timed(steps: int, warmup: int, step: Callable[[], None], device: torch.device) -> float:
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def benchmark(
+    n: int = 5,
+    width: int = 16,
+    batch_size: int = 128,
+    steps: int = 50,
+    warmup: int = 5,
+    images: int = 4096,
+    image_size: int = 32,
+    channels: int = 3,
+    classes: int = 10,
+    device: str = "auto",
+    workers: int = -1,
+    compile: bool = False,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Run both loops and return the measurements (see the module docstring)."""
+    dev = resolve_device(device)
+    cuda = dev.type == "cuda"
+    workers = (min(8, os.cpu_count() or 1) if cuda else 0) if workers < 0 else workers
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (images, channels, image_size, image_size), dtype=torch.uint8, generator=g)
+    y = torch.randint(0, classes, (images,), generator=g)
+    mean, std = torch.full((channels,), 0.5), torch.full((channels,), 0.25)
+
+    torch.manual_seed(seed)
+    base = build_model("resann", channels, classes, image_size, n=n, width=width)
+    flops_per_image = _train_flops_per_image(base, (x[:8].float() / 255 - 0.5) / 0.25, y[:8])
+    state = {k: v.clone() for k, v in base.state_dict().items()}
+
+    def fresh() -> tuple[torch.nn.Module, AdaLoss, torch.optim.Optimizer]:
+        model = build_model("resann", channels, classes, image_size, n=n, width=width)
+        model.load_state_dict(state)
+        model.to(dev)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=2e-4, fused=cuda or None)
+        return model, AdaLoss(model.num_exits).to(dev), opt
+
+    # ours
+    model, ada, opt = fresh()
+    if cuda:
+        model.to(memory_format=torch.channels_last)
+    forward = torch.compile(model) if compile else model
+    loader = DeviceLoader(x, y, batch_size, dev, shuffle=True, crop_pad=4, flip=True, mean=mean, std=std,
+                          seed=seed, drop_last=True)
+    batches = _cycle(loader)
+
+    def ours_step() -> None:
+        xb, yb = next(batches)
+        train_step(forward, ada, opt, xb, yb, channels_last=cuda, bf16=cuda)
+
+    ours_s = _timed(steps, warmup, ours_step, dev)
+
+    # plain
+    model, ada, opt = fresh()
+    dataset = ReferenceDataset(x, y, reference_transform(4, True, mean, std))
+    plain_loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
+                              pin_memory=cuda, drop_last=True, persistent_workers=workers > 0)
+    plain_batches = _cycle(plain_loader)
+
+    def plain_step() -> None:
+        xb, yb = next(plain_batches)
+        xb, yb = xb.to(dev), yb.to(dev)
+        losses = [F.cross_entropy(z, yb) for z in model(xb)]
+        total = ada(losses)
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        total.item()  # the habitual per-step logging read
+
+    plain_s = _timed(steps, warmup, plain_step, dev)
+
+    ours_ips, plain_ips = steps * batch_size / ours_s, steps * batch_size / plain_s
+    peak = matmul_gflops(dev)
+    achieved = ours_ips * flops_per_image / 1e9
+    return {
+        "device": str(dev),
+        "device_name": torch.cuda.get_device_name(dev) if cuda else (platform.processor() or platform.machine()),
+        "cpu_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "model": f"resann(n={n}, width={width})",
+        "input": [channels, image_size, image_size],
+        "batch_size": batch_size,
+        "steps": steps,
+        "warmup": warmup,
+        "dataloader_workers": workers,
+        "compile": compile,
+        "ours_images_per_s": round(ours_ips, 1),
+        "plain_images_per_s": round(plain_ips, 1),
+        "ratio": round(ours_ips / plain_ips, 3),
+        "seconds_per_50k_epoch_ours": round(50000 / ours_ips, 2),
+        "train_gflop_per_image": round(flops_per_image / 1e9, 4),
+        "achieved_gflops": round(achieved, 2),
+        "matmul_gflops": round(peak, 1),
+        "fraction_of_matmul": round(achieved / peak, 4),
+    }
+
+
+def _cycle(loader: Any) -> Any:
+    while True:
+        yield from loader
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--n", type=int, default=5, help="ResANN units per stage (default: 5)")
+    p.add_argument("--width", type=int, default=16, help="ResANN base width (default: 16)")
+    p.add_argument("--batch-size", type=int, default=128, help="default: 128")
+    p.add_argument("--steps", type=int, default=50, help="timed steps per loop (default: 50)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps first (default: 5)")
+    p.add_argument("--images", type=int, default=4096, help="synthetic training images (default: 4096)")
+    p.add_argument("--image-size", type=int, default=32, help="default: 32 (CIFAR)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = default)")
+    p.add_argument("--workers", type=int, default=-1,
+                   help="DataLoader workers of the plain loop (default: 0 on CPU, up to 8 on CUDA)")
+    p.add_argument("--compile", action="store_true", help="torch.compile our model")
+    p.add_argument("--out", default="results/bench", help="folder for <device>.json (default: results/bench)")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    result = benchmark(n=args.n, width=args.width, batch_size=args.batch_size, steps=args.steps,
+                       warmup=args.warmup, images=args.images, image_size=args.image_size,
+                       device=args.device, workers=args.workers, compile=args.compile)
+    width = max(len(k) for k in result)
+    for key, value in result.items():
+        print(f"{key:<{width}}  {value}")
+    name = "cuda" if result["device"].startswith("cuda") else "cpu"
+    atomic.write_json(Path(args.out) / f"{name}.json", result)
+    return 0

@@ -1,0 +1,78 @@
+"""Inference cost of each exit: FLOPs and parameters of `model(x, upto=k)` for one image.
+
+Unit: FLOPs = 2 x multiply-adds of the conv and linear layers, as
+`torch.utils.flop_counter.FlopCounterMode` counts them (BN, ReLU, pooling, concat and bias adds are
+not counted). This is twice the authors' "flops (multi-add)" log lines (official_code.md §6,
+tensorpack/models/registry.py:131-134, conv2d.py:75-87), which they summed offline per head.
+
+The cost of exit k is that of anytime inference up to exit k, *including the earlier exits' heads*
+(docs/architecture.md "Cost contract"), so the last exit's cost is the whole model's.
+`opt_exits` picks the exits nearest 1/4, 1/2, 3/4 and 1 of the final cost, where the paper compares
+against OPT networks (paper.md §7 "Evaluation protocol", official_code.md §6 "Tables and plots").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from .models.base import AnytimeNet
+
+__all__ = ["ExitCost", "exit_costs", "opt_exits"]
+
+
+@dataclass(frozen=True)
+class ExitCost:
+    """Cost of predicting at `exit` (0-based), cumulative over everything run before it.
+
+    flops: FLOPs (2 x multiply-adds) of `model(x, upto=exit)` for one image.
+    params: number of parameters that `model(x, upto=exit)` uses (earlier heads included).
+    """
+
+    exit: int
+    flops: int
+    params: int
+
+
+def _used_params(model: AnytimeNet, x: torch.Tensor, upto: int) -> int:
+    """Parameters reached by autograd from the returned logits: exactly those the truncated
+    forward uses, whatever the architecture. Frozen (requires_grad=False) ones are not counted."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    total = sum(logits.sum() for logits in model(x, upto=upto))  # scalar
+    grads = torch.autograd.grad(total, params, allow_unused=True)
+    return sum(p.numel() for p, g in zip(params, grads) if g is not None)
+
+
+def exit_costs(model: AnytimeNet,
+               input_shape: tuple[int, int, int] | None = None) -> list[ExitCost]:
+    """FLOPs and parameters of each exit, for one (C, H, W) image (default: `model.input_shape`).
+
+    Runs in eval mode (BN on running statistics, no dropout) and restores the model's mode after.
+    """
+    shape = model.input_shape if input_shape is None else input_shape
+    ref = next(model.parameters())
+    x = torch.zeros(1, *shape, device=ref.device, dtype=ref.dtype)  # (1, C, H, W)
+    was_training = model.training
+    model.eval()
+    costs = []
+    try:
+        for k in range(model.num_exits):
+            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+                model(x, upto=k)
+            costs.append(ExitCost(k, counter.get_total_flops(), _used_params(model, x, k)))
+    finally:
+        model.train(was_training)
+    return costs
+
+
+def opt_exits(costs: Sequence[ExitCost],
+              fractions: Sequence[float] = (0.25, 0.5, 0.75, 1.0)) -> list[int]:
+    """For each fraction of the final exit's FLOPs, the exit whose FLOPs are nearest to it (ties go
+    to the cheaper exit): where the paper's OPT networks sit (1/4, 1/2, 3/4, 1 of the total)."""
+    if not costs:
+        raise ValueError("costs is empty")
+    total = costs[-1].flops
+    return [min(costs, key=lambda c: (abs(c.flops - f * total), c.flops)).exit for f in fractions]

@@ -1,0 +1,382 @@
+"""Training an anytime network: the configuration, the hot loop, checkpoints and resume.
+
+Protocol from the authors' code (official_code.md §5; `ann_app_utils.py:323-402`,
+`anytime_network.py:579-588, 699-720`): SGD with momentum 0.9 (no Nesterov), batch 64, learning
+rate 0.1 then x0.1 after 140/300, 210/300 and 250/300 of training ending at 2e-4, weight decay 2e-4
+on conv kernels and the exits' linear layers (not BN). Everything is a field of `TrainConfig`.
+
+Speed (issue 4): each split lives on the device as one uint8 tensor, augmentation is batched there
+(`data.DeviceLoader`), and a step never waits for the device: per-exit loss sums, AdaLoss's
+statistics and the NaN/inf guard stay on the device and are read once per epoch.
+
+Reliability (issue 5): a checkpoint holding everything needed to continue bit-for-bit (model,
+optimiser, weighting, loader and RNG states, the log so far) is written atomically after every
+epoch; running the same command again resumes from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from . import atomic
+from .data import DeviceLoader, ImageData, load_dataset
+from .evaluate import anytime_errors, exits_frame
+from .flops import exit_costs
+from .models import build_model
+from .weighting import WEIGHTINGS, LossWeighting, make_weighting
+
+__all__ = ["TrainConfig", "Run", "train_step", "NonFiniteLossError", "CheckpointMismatchError", "fit", "lr_at", "resolve_device"]
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Defaults are the authors' CIFAR protocol (official_code.md §5)."""
+
+    dataset: str
+    out: str  # run directory (see docs/architecture.md)
+    arch: str = "resann"
+    arch_opts: dict[str, Any] = field(default_factory=dict)
+    model_name: str = ""  # label in tables; defaults to `arch`
+    weighting: str = "adaloss"
+    opt_exit: int | None = None  # for weighting "opt": train only up to this exit (0-based)
+    gamma: float = 0.07  # AdaLoss mixing with constant weights (--adaloss_gamma)
+    ada_momentum: float = 0.9  # AdaLoss EMA momentum (--adaloss_momentum)
+    update_per: int = 100  # AdaLoss steps between weight updates (--adaloss_update_per)
+    final_extra: float = 0.0  # AdaLoss extra weight on the final exit (--adaloss_final_extra)
+    epochs: int = 300
+    batch_size: int = 64
+    lr: float = 0.1
+    lr_milestones: tuple[float, ...] = (140 / 300, 210 / 300, 250 / 300)  # fractions of training
+    lr_factors: tuple[float, ...] = (0.1, 0.01, 0.002)  # lr multipliers from each milestone on
+    momentum: float = 0.9
+    weight_decay: float = 2e-4
+    seed: int = 0
+    data_root: str = "data"
+    download: bool = True  # fetch CIFAR/SVHN through torchvision when missing
+    val_fraction: float = 0.0  # held out of the training set, never the test set
+    device: str = "auto"  # auto = CUDA when present, else CPU
+    threads: int = 0  # CPU threads for torch; 0 = leave torch's default
+    channels_last: bool = True  # CUDA only
+    bf16: bool = True  # bf16 autocast, CUDA only
+    compile: bool = False  # torch.compile the model (opt-in)
+    eval_every: int = 1  # epochs between test evaluations in the log (the last epoch always)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.arch_opts = dict(self.arch_opts)
+        self.lr_milestones = tuple(self.lr_milestones)
+        self.lr_factors = tuple(self.lr_factors)
+        self.model_name = self.model_name or self.arch
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be a positive integer, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size}")
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"unknown weighting {self.weighting!r}; valid: {', '.join(WEIGHTINGS)}")
+        if (self.weighting == "opt") != (self.opt_exit is not None):
+            raise ValueError("weighting 'opt' needs opt_exit (the exit it trains), and only 'opt' takes it")
+        if len(self.lr_milestones) != len(self.lr_factors):
+            raise ValueError("lr_milestones and lr_factors must have the same length")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+
+    @property
+    def run_label(self) -> str:
+        w = f"opt{self.opt_exit}" if self.weighting == "opt" else self.weighting
+        return f"{self.dataset}/{self.model_name}/{w}/seed{self.seed}"
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that define the result; a checkpoint made under other values is refused.
+        Device, threads, speed switches and the progress bar do not change what is computed on CPU."""
+        skip = {"out", "device", "threads", "channels_last", "bf16", "compile", "eval_every", "progress", "data_root", "download"}
+        return {k: v for k, v in self.as_dict().items() if k not in skip}
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["lr_milestones"], d["lr_factors"] = list(self.lr_milestones), list(self.lr_factors)
+        return d
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN or inf; the message names the run, epoch, step and exit."""
+
+
+class CheckpointMismatchError(ValueError):
+    """The run directory holds a checkpoint made with another configuration."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def lr_at(cfg: TrainConfig, epoch: int) -> float:
+    """Step schedule scaled to `cfg.epochs`: epoch e (0-based) uses the factor of the last milestone
+    round(fraction * epochs) that e has reached."""
+    factor = 1.0
+    for frac, f in zip(cfg.lr_milestones, cfg.lr_factors):
+        if epoch >= round(frac * cfg.epochs):
+            factor = f
+    return cfg.lr * factor
+
+
+def _param_groups(model: nn.Module, weighting: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Decay conv kernels and the exits' linear layers (weight and bias), not BN, as the authors did."""
+    decay, no_decay = [], []
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            decayed = isinstance(module, nn.Linear) or (isinstance(module, nn.Conv2d) and name == "weight")
+            (decay if decayed else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    learned = list(weighting.parameters())
+    if learned:
+        groups.append({"params": learned, "weight_decay": 0.0})
+    return groups
+
+
+def train_step(
+    forward: Callable[..., list[Tensor]],
+    weighting: LossWeighting,
+    optimizer: torch.optim.Optimizer,
+    x: Tensor,
+    y: Tensor,
+    upto: int | None = None,
+    channels_last: bool = False,
+    bf16: bool = False,
+) -> Tensor:
+    """One SGD step on a normalised batch; returns the detached per-exit losses (K,) without
+    reading them on the host, so the device never waits for Python."""
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        logits = forward(x, upto=upto)
+    losses = torch.stack([F.cross_entropy(z.float(), y) for z in logits])  # (K,)
+    total = weighting(losses)
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    optimizer.step()
+    return losses.detach()
+
+
+class Run:
+    """Everything one training run holds, built from a `TrainConfig`."""
+
+    def __init__(self, cfg: TrainConfig, data: ImageData | None = None) -> None:
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.device = resolve_device(cfg.device)
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        self.data = data if data is not None else load_dataset(
+            cfg.dataset, cfg.data_root, download=cfg.download, val_fraction=cfg.val_fraction, seed=cfg.seed
+        )
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(
+            cfg.arch, self.data.in_channels, self.data.num_classes, self.data.image_size, **cfg.arch_opts
+        )
+        self.upto = cfg.opt_exit
+        if self.upto is not None and not 0 <= self.upto < self.model.num_exits:
+            raise ValueError(f"opt_exit {self.upto} is out of range: the model has {self.model.num_exits} exits")
+        self.num_exits = self.model.num_exits if self.upto is None else self.upto + 1
+        self.model.to(self.device)
+        self.cuda = self.device.type == "cuda"
+        if self.cuda and cfg.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.weighting = self._make_weighting().to(self.device)
+        self.optimizer = torch.optim.SGD(
+            _param_groups(self.model, self.weighting, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum,
+            fused=self.cuda or None,
+        )
+        self.loader = DeviceLoader(
+            self.data.x_train, self.data.y_train, cfg.batch_size, self.device, shuffle=True,
+            crop_pad=self.data.crop_pad, flip=self.data.flip, mean=self.data.mean, std=self.data.std,
+            seed=cfg.seed, drop_last=True,
+        )
+        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        self.epoch = 0  # epochs completed
+        self.log_rows: list[dict[str, Any]] = []
+        self.weight_rows: list[dict[str, Any]] = []
+        self.seconds = 0.0
+
+    def _make_weighting(self) -> LossWeighting:
+        cfg = self.cfg
+        if cfg.weighting == "opt":
+            return make_weighting("opt", self.num_exits, exit=self.num_exits - 1)
+        if cfg.weighting in ("adaloss", "adaloss_grad"):
+            opts: dict[str, Any] = dict(
+                gamma=cfg.gamma, momentum=cfg.ada_momentum, update_per=cfg.update_per, final_extra=cfg.final_extra
+            )
+            if cfg.weighting == "adaloss_grad":
+                opts["params"] = list(self.model.parameters())
+            return make_weighting(cfg.weighting, self.num_exits, **opts)
+        return make_weighting(cfg.weighting, self.num_exits)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "identity": self.cfg.identity(),
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "weighting": self.weighting.state_dict(),
+            "loader": self.loader.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if self.cuda else None,
+            "log_rows": self.log_rows,
+            "weight_rows": self.weight_rows,
+            "seconds": self.seconds,
+        }
+
+    def save_checkpoint(self) -> None:
+        atomic.save_torch(self.out / CHECKPOINT, self.state_dict())
+
+    def try_resume(self) -> bool:
+        """Load the run directory's checkpoint if there is one; refuse one from another config."""
+        path = self.out / CHECKPOINT
+        if not path.exists():
+            return False
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        mine = self.cfg.identity()
+        if state["identity"] != mine:
+            diff = sorted(k for k in set(mine) | set(state["identity"]) if mine.get(k) != state["identity"].get(k))
+            raise CheckpointMismatchError(
+                f"{path} was made with a different configuration (differs in: {', '.join(diff)}); "
+                "use another output directory or delete the checkpoint to start over"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.weighting.load_state_dict(state["weighting"])
+        self.loader.load_state_dict(state["loader"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if self.cuda and state["cuda_rng"] is not None:
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+        self.epoch, self.seconds = state["epoch"], state["seconds"]
+        self.log_rows, self.weight_rows = state["log_rows"], state["weight_rows"]
+        return True
+
+    # -- the hot loop --------------------------------------------------------------------------
+    def train_one_epoch(self, bar: tqdm | None) -> Tensor:
+        """One pass over the training set; returns the per-exit mean training loss (on device)."""
+        cfg, model = self.cfg, self.model
+        model.train()
+        lr = lr_at(cfg, self.epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum = torch.zeros(self.num_exits, device=self.device)
+        first_bad = torch.full((self.num_exits,), -1, dtype=torch.long, device=self.device)
+        steps = 0
+        for x, y in self.loader:
+            losses = train_step(self.forward, self.weighting, self.optimizer, x, y, self.upto,
+                                channels_last=self.cuda and cfg.channels_last, bf16=self.cuda and cfg.bf16)
+            bad = ~torch.isfinite(losses)
+            first_bad = torch.where(bad & (first_bad < 0), steps, first_bad)
+            loss_sum += losses
+            steps += 1
+            if cfg.weighting in ("adaloss", "adaloss_grad") and self.weighting.calls % cfg.update_per == 0:
+                self._record_weights(step=self.weighting.calls)
+            if bar is not None:
+                bar.update(1)
+        self._check_finite(first_bad)
+        return loss_sum / max(steps, 1)
+
+    def _record_weights(self, step: int) -> None:
+        w = self.weighting.weights.detach().float().cpu().tolist()
+        for i, wi in enumerate(w):
+            self.weight_rows.append({"step": step, "epoch": self.epoch + 1, "exit": i, "weight": wi})
+
+    def _check_finite(self, first_bad: Tensor) -> None:
+        bad = first_bad.cpu().tolist()
+        for exit_, step in enumerate(bad):
+            if step >= 0:
+                raise NonFiniteLossError(
+                    f"run {self.cfg.run_label}: the loss of exit {exit_} became non-finite (NaN or inf) "
+                    f"at epoch {self.epoch + 1}, step {step + 1}; the last good checkpoint is kept in {self.out}"
+                )
+
+    def evaluate(self, split: str = "test") -> list[float]:
+        x, y = (self.data.x_test, self.data.y_test) if split == "test" else (self.data.x_val, self.data.y_val)
+        return anytime_errors(
+            self.model, x, y, self.data.mean, self.data.std, self.device, upto=self.upto,
+            channels_last=self.cuda and self.cfg.channels_last, bf16=self.cuda and self.cfg.bf16,
+        )
+
+    def run(self) -> dict[str, Any]:
+        """Train to `cfg.epochs` (resuming if a checkpoint exists), then write the run's outputs."""
+        cfg = self.cfg
+        resumed = self.try_resume()
+        steps_per_epoch = len(self.loader)
+        bar = tqdm(
+            total=cfg.epochs * steps_per_epoch, initial=self.epoch * steps_per_epoch,
+            desc=cfg.run_label, unit="step", disable=not cfg.progress, mininterval=1.0,
+        )
+        if resumed:
+            print(f"resumed {cfg.run_label} after epoch {self.epoch}", file=sys.stderr)
+        while self.epoch < cfg.epochs:
+            start = time.perf_counter()
+            train_loss = self.train_one_epoch(bar).cpu().tolist()
+            last = self.epoch + 1 == cfg.epochs
+            errors = self.evaluate() if last or (self.epoch + 1) % cfg.eval_every == 0 else [float("nan")] * self.num_exits
+            self.seconds += time.perf_counter() - start
+            row: dict[str, Any] = {"epoch": self.epoch + 1, "lr": lr_at(cfg, self.epoch), "seconds": round(self.seconds, 3)}
+            weights = self.weighting.weights.detach().float().cpu().tolist()
+            for i in range(self.num_exits):
+                row[f"train_loss_e{i}"] = train_loss[i]
+                row[f"weight_e{i}"] = weights[i]
+                row[f"test_error_e{i}"] = errors[i]
+            self.log_rows.append(row)
+            self.epoch += 1
+            bar.set_postfix(loss=f"{train_loss[-1]:.3f}", err=f"{errors[-1]:.2f}%")
+            self.save_checkpoint()
+        bar.close()
+        return self.write_outputs()
+
+    def write_outputs(self) -> dict[str, Any]:
+        cfg, data = self.cfg, self.data
+        test = self.evaluate("test")
+        val = self.evaluate("val") if len(data.y_val) else [float("nan")] * self.num_exits
+        costs = exit_costs(self.model, (data.in_channels, data.image_size, data.image_size))[: self.num_exits]
+        frame = exits_frame(cfg, costs, test, val, only_last=cfg.weighting == "opt")
+        atomic.write_csv(self.out / "exits.csv", frame)
+        atomic.write_csv(self.out / "log.csv", pd.DataFrame(self.log_rows))
+        atomic.write_csv(self.out / "weights.csv", pd.DataFrame(self.weight_rows, columns=["step", "epoch", "exit", "weight"]))
+        metrics = {
+            "config": cfg.as_dict(),
+            "run": cfg.run_label,
+            "num_exits": self.num_exits,
+            "final_test_error": test,
+            "final_val_error": val,
+            "final_weights": self.weighting.weights.detach().float().cpu().tolist(),
+            "train_seconds": round(self.seconds, 3),
+            "device": str(self.device),
+            "device_name": torch.cuda.get_device_name(self.device) if self.cuda else platform.processor() or platform.machine(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        }
+        atomic.write_json(self.out / "metrics.json", metrics)
+        return metrics
+
+
+def fit(cfg: TrainConfig, data: ImageData | None = None) -> dict[str, Any]:
+    """Train (or resume) one run and write its outputs; returns the metrics dict."""
+    return Run(cfg, data).run()
+
+
+def load_metrics(run_dir: str | Path) -> dict[str, Any]:
+    return json.loads((Path(run_dir) / "metrics.json").read_text())
