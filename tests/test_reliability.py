@@ -122,7 +122,7 @@ def _npz(path: Path, **arrays) -> None:
     "arrays,message",
     [
         ({"x_train": np.zeros((40, 8, 8, 1), dtype=np.float32)}, "uint8"),
-        ({"x_test": np.zeros((10, 9, 9, 1), dtype=np.uint8)}, "shape"),
+        ({"x_test": np.zeros((10, 9, 9, 1), dtype=np.uint8)}, "x_test images are"),
         ({"y_train": np.full(40, -1)}, "label"),
         ({"y_test": np.full(10, 7), "num_classes": 3}, "label"),
     ],

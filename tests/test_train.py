@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from adaloss.data import load_dataset, normalize, reference_transform
+from adaloss.augment import normalize, reference_transform
+from adaloss.data import load_dataset
 from adaloss.models import build_model
 from adaloss.train import Run, TrainConfig, _param_groups, fit, lr_at, train_step
 from adaloss.weighting import make_weighting

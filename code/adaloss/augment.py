@@ -5,8 +5,10 @@ pad to 40x40, a random 32x32 crop and, for CIFAR only, a random horizontal flip.
 whole batch at once: pad the batch once, then one `torch.gather` reads every image's crop (and
 flip) through per-image indices. No Python loop over images, no PIL, no worker processes
 (after airbench's `CifarLoader`, style.md §2), and the same code on CPU and GPU.
-On 2 CPU threads, B=128, 3x32x32, pad 4: 0.33 ms for crop+flip (0.64 ms with `normalize`), against
-6.3 ms (15 ms) for torchvision's transforms applied image by image (`reference_transform`).
+Measured on a 2-core Xeon, torch 2.14, B=128, 3x32x32, pad 4, flip: 0.33 ms for crop+flip (0.64 ms
+with `normalize`), against 6.3 ms (15 ms) for torchvision's transforms image by image
+(`reference_transform`); a DeviceLoader batch costs 1.5 ms against 18 ms from a DataLoader over
+`ReferenceDataset` (1 thread, no workers).
 
 `reference_transform` and `ReferenceDataset` are that per-sample torchvision path: tests check the
 batched version against it, and `bench.py` times a plain `DataLoader` loop with it.

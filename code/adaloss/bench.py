@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
 from . import atomic
-from .data import DeviceLoader, ReferenceDataset, reference_transform
+from .augment import DeviceLoader, ReferenceDataset, reference_transform
 from .models import build_model
 from .train import resolve_device, train_step
 from .weighting import AdaLoss

@@ -207,7 +207,10 @@ def _npz_path(name: str, root: Path) -> Path:
 
 
 def _images(path: Path, key: str, x: np.ndarray) -> np.ndarray:
-    """Images as uint8 (N, C, H, W) from N x H x W, N x H x W x C or N x C x H x W (C in {1, 3}, channels-last first)."""
+    """Images as uint8 (N, C, H, W) from N x H x W, N x H x W x C or N x C x H x W, C in {1, 3}.
+
+    When both axes 1 and 3 could be channels (3x3 or 1x1 images), channels-last wins, as np/PIL store images.
+    """
     if x.dtype != np.uint8:
         raise DataError(f"{path}: {key} has dtype {x.dtype}; images must be uint8 (0..255)")
     if x.ndim == 3:
@@ -247,8 +250,24 @@ def _option(path: Path, key: str, value: np.ndarray, low: int, high: int | None 
     return int(value)
 
 
-def _corrupt(path: Path, exc: Exception) -> DataError:
-    return DataError(f"{path}: cannot read the .npz, corrupt or truncated ({type(exc).__name__}: {exc})")
+def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array in the file, with its keys checked; what np.load cannot read is called corrupt."""
+    with open(path, "rb") as f:  # our own handle: np.load leaves its own open when the zip is broken
+        try:
+            npz, arrays = np.load(f, allow_pickle=False), None
+            if isinstance(npz, np.lib.npyio.NpzFile):
+                with npz:
+                    arrays = dict(npz)
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+            problem = f"cannot read the .npz, corrupt or truncated ({type(exc).__name__}: {exc})"
+            raise DataError(f"{path}: {problem}") from exc
+    if arrays is None:
+        raise DataError(f"{path}: not an .npz archive (np.savez writes one)")
+    if missing := [k for k in _NPZ_KEYS if k not in arrays]:
+        raise DataError(f"{path}: missing keys {missing} (found {sorted(arrays)}); needs {', '.join(_NPZ_KEYS)}")
+    if unknown := sorted(set(arrays) - set(_NPZ_KEYS) - set(_NPZ_OPTIONS)):
+        raise DataError(f"{path}: unknown keys {unknown}; allowed: {', '.join(_NPZ_KEYS + _NPZ_OPTIONS)}")
+    return arrays
 
 
 def _read_npz(path: Path) -> tuple[_Arrays, int, int, bool]:
@@ -258,24 +277,7 @@ def _read_npz(path: Path) -> tuple[_Arrays, int, int, bool]:
     largest training label + 1), crop_pad (default 2 for images up to 16 px, else 4), flip
     (default False: a flip changes the meaning of digits and text).
     """
-    unreadable = (zipfile.BadZipFile, OSError, ValueError, EOFError)
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except unreadable as exc:
-        raise _corrupt(path, exc) from exc
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise DataError(f"{path}: not an .npz archive (np.savez writes one)")
-    with npz:
-        keys = set(npz.files)
-        if missing := [k for k in _NPZ_KEYS if k not in keys]:
-            raise DataError(f"{path}: missing keys {missing} (found {sorted(keys)}); needs {', '.join(_NPZ_KEYS)}")
-        if unknown := sorted(keys - set(_NPZ_KEYS) - set(_NPZ_OPTIONS)):
-            raise DataError(f"{path}: unknown keys {unknown}; allowed: {', '.join(_NPZ_KEYS + _NPZ_OPTIONS)}")
-        try:
-            arrays = {k: npz[k] for k in npz.files}
-        except unreadable as exc:
-            raise _corrupt(path, exc) from exc
-
+    arrays = _npz_arrays(path)
     x_train, x_test = _images(path, "x_train", arrays["x_train"]), _images(path, "x_test", arrays["x_test"])
     if x_train.shape[1:] != x_test.shape[1:]:
         raise DataError(
@@ -301,7 +303,7 @@ def _read_npz(path: Path) -> tuple[_Arrays, int, int, bool]:
     return (x_train, y_train, x_test, y_test), num_classes, crop_pad, flip
 
 
-# ---------------------------------------------------------------- public API
+# ---------------------------------------------------------------- validation split, statistics, public API
 
 def _split_val(x: Tensor, y: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Hold out round(fraction * N) training images at random (seeded), never touching the test set."""
@@ -340,7 +342,8 @@ def load_dataset(
 
     CIFAR/SVHN live under `root` in torchvision's layout; download=True lets torchvision fetch
     them, and when that fails or files are missing or corrupt a DatasetNotFoundError says which
-    files to put where. mean/std are computed after the validation images are taken out.
+    files to put where. mean/std are computed after the validation images are taken out. The
+    authors' `--do_validation` held out 5k of CIFAR's 50k training images: val_fraction=0.1.
     """
     root = Path(root)
     if name in _BUILTINS:

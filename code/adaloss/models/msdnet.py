@@ -35,7 +35,8 @@ GROWTH_FACTORS = (1, 2, 4, 4)  # per-scale growth multipliers, anytime_network.p
 BOTTLENECK_FACTORS = (1, 2, 4, 4)  # per-scale bottleneck width / edge output channels
 REDUCTION = 0.5  # msdensenet-ann.py `reduction_ratio`
 
-Scales = list[Tensor | None]  # per-scale state: None for dropped finer scales, else (B, C_w, H_w, W_w)
+# per-scale state: None for a dropped (finer) scale, else (B, C_w, H_w, W_w)
+Scales = list[Tensor | None]
 
 
 def _edge(c_in: int, c_out: int, bottleneck: int, stride: int) -> nn.Sequential:

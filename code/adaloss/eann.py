@@ -1,0 +1,126 @@
+"""EANN: a sequence of exponentially deepening anytime networks, composed from their per-exit tables.
+
+Paper §5.6 (Hu et al. 2019; shared/reference/paper.md §5.6, Fig. 3b): ANNs whose costs grow about
+geometrically (1, b, b^2, ...) run one after another, smallest first; a larger one starts only after
+the smaller ones finish. At any budget the EANN answers with the best prediction computed so far,
+where "best" is judged on a validation set. Proposition (paper): if every ANN of depth L is
+near-optimal past depth L/b, the EANN is near-optimal at every budget B for cost B/C with
+sup_B C = 2 + 1/(b - 1) (= 3 for b = 2).
+
+Everything here is a pure function of tidy per-exit tables (the members' `exits.csv`): no training,
+no model. Choices, stated because they matter:
+* "Best so far" is the lowest `val_error`, the error on the hold-out split of the *training* set
+  (`--val-fraction`); the test error is never used to choose (ties keep the earlier prediction).
+* The budget of member m's exit k charges the full cost of every member run before m, plus the
+  cumulative cost of m up to k.
+* Members run in order of their total cost, whatever order the configuration lists them in.
+* Extra-cost factor: for each OPT point (cost c, test error e), the smallest EANN budget B whose EANN
+  test error is <= e; if the EANN never gets there, the budget of its lowest error (and `reached` is
+  false). The factor is B / c; the paper's bound is the sup of that ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+import pandas as pd
+
+from . import atomic
+from .tables import format_floats, read_csvs
+
+__all__ = ["compose", "extra_cost", "theory_sup_factor", "EANN_COLUMNS", "COST_COLUMNS"]
+
+EANN_COLUMNS = ["dataset", "seed", "budget", "member", "exit", "chosen_model", "chosen_exit", "val_error", "error"]
+COST_COLUMNS = ["dataset", "seed", "opt_exit", "opt_flops", "opt_error", "eann_budget", "eann_error", "reached", "factor"]
+
+
+def theory_sup_factor(b: float) -> float:
+    """The paper's worst-case cost inflation of an EANN with base b: 2 + 1/(b - 1)."""
+    if b <= 1:
+        raise ValueError(f"the EANN base b must be > 1, got {b}")
+    return 2.0 + 1.0 / (b - 1.0)
+
+
+def _member_order(group: pd.DataFrame, members: Sequence[str]) -> list[str]:
+    """Members sorted by total cost (the EANN runs the cheapest first); every member must be present."""
+    present = set(group["model"])
+    missing = [m for m in members if m not in present]
+    if missing:
+        raise ValueError(f"EANN members without exits rows: {missing}")
+    total = group.groupby("model")["flops"].max()
+    return sorted(members, key=lambda m: (total[m], list(members).index(m)))
+
+
+def compose(exits: pd.DataFrame, members: Sequence[str]) -> pd.DataFrame:
+    """The EANN anytime curve per (dataset, seed) from the members' per-exit rows.
+
+    `exits` holds at least dataset, model, seed, exit, flops, error, val_error. Returns one row per
+    member exit, in running order: the budget spent when that exit's prediction is ready, and the
+    prediction the EANN gives then (chosen_model, chosen_exit, its val_error and test error).
+    """
+    if exits["val_error"].isna().any():
+        raise ValueError("EANN selection needs validation errors: train the members with --val-fraction > 0")
+    rows = []
+    for (dataset, seed), group in exits[exits["model"].isin(members)].groupby(["dataset", "seed"], sort=True):
+        spent = 0
+        best: pd.Series | None = None
+        for member in _member_order(group, members):
+            runs = group[group["model"] == member].sort_values("exit")
+            for _, r in runs.iterrows():
+                if best is None or r["val_error"] < best["val_error"]:
+                    best = r
+                rows.append({
+                    "dataset": dataset, "seed": int(seed), "budget": int(spent + r["flops"]),
+                    "member": member, "exit": int(r["exit"]),
+                    "chosen_model": best["model"], "chosen_exit": int(best["exit"]),
+                    "val_error": float(best["val_error"]), "error": float(best["error"]),
+                })
+            spent += int(runs["flops"].max())
+    return pd.DataFrame(rows, columns=EANN_COLUMNS)
+
+
+def extra_cost(curve: pd.DataFrame, opt: pd.DataFrame) -> pd.DataFrame:
+    """Per OPT point, the EANN budget needed to match its test error, and the ratio to its cost.
+
+    `curve` is `compose`'s output; `opt` holds dataset, seed, exit, flops, error of the OPT networks.
+    Pairs are matched on (dataset, seed).
+    """
+    rows = []
+    for _, o in opt.sort_values(["dataset", "seed", "exit"]).iterrows():
+        c = curve[(curve["dataset"] == o["dataset"]) & (curve["seed"] == o["seed"])].sort_values("budget")
+        if c.empty:
+            raise ValueError(f"no EANN curve for dataset {o['dataset']!r}, seed {o['seed']}")
+        good = c[c["error"] <= o["error"]]
+        reached = not good.empty
+        hit = good.iloc[0] if reached else c.loc[c["error"].idxmin()]
+        rows.append({
+            "dataset": o["dataset"], "seed": int(o["seed"]), "opt_exit": int(o["exit"]),
+            "opt_flops": int(o["flops"]), "opt_error": float(o["error"]),
+            "eann_budget": int(hit["budget"]), "eann_error": float(hit["error"]),
+            "reached": bool(reached), "factor": float(hit["budget"]) / float(o["flops"]),
+        })
+    return pd.DataFrame(rows, columns=COST_COLUMNS)
+
+
+# -- command line: `python -m adaloss eann` ------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--exits", nargs="+", required=True, help="the members' exits.csv files")
+    parser.add_argument("--members", nargs="+", required=True, help="the member model names")
+    parser.add_argument("--anytime", required=True, help="anytime_errors.csv (for the OPT points)")
+    parser.add_argument("--opt-model", required=True, help="the model whose OPT networks are the reference")
+    parser.add_argument("--out", required=True, help="the EANN curve (eann.csv)")
+    parser.add_argument("--cost-out", required=True, help="the extra-cost factor per OPT point (eann_cost.csv)")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    curve = compose(read_csvs(args.exits), args.members)
+    anytime = pd.read_csv(args.anytime)
+    opt = anytime[(anytime["model"] == args.opt_model) & (anytime["weighting"] == "opt")]
+    opt = opt[opt["dataset"].isin(curve["dataset"])]
+    if opt.empty:
+        raise ValueError(f"no OPT rows for model {args.opt_model!r} in {args.anytime}")
+    atomic.write_csv(args.out, format_floats(curve))
+    atomic.write_csv(args.cost_out, format_floats(extra_cost(curve, opt)))
+    return 0

@@ -1,0 +1,239 @@
+"""The study's tables: per-run outputs gathered into tidy CSVs under `results/tables/`.
+
+Each function here is pure (DataFrames in, DataFrame out); `python -m adaloss tables NAME` wraps one
+of them for a Snakemake rule. The three interface tables and their columns are fixed:
+
+* `anytime_errors.csv`  dataset, model, weighting, seed, exit, flops, error (test error, %)
+* `relative_to_opt.csv` dataset, model, weighting, budget, rel_increase_pct (mean over seeds)
+* `adaloss_weights.csv` dataset, model, seed, exit, weight (AdaLoss's final weights)
+
+and beside them: `relative_to_opt_seeds.csv` (the per-seed pairs behind the means),
+`weight_trajectories.csv`, `small_vs_large.csv`, `runs.csv` (scale and compute time per run) and
+`paper_relative_to_opt.csv` (the paper's published row, flagged unverified).
+
+Relative increase over OPT (paper.md §7): 100 * (err_scheme(k) - err_OPT(k)) / err_OPT(k) at the exit
+k nearest 1/4, 1/2, 3/4 and 1 of the model's total FLOPs (`flops.opt_exits`, the same rule that chose
+the OPT networks); seed s of a scheme is paired with seed s of OPT. An OPT error of 0 leaves the
+ratio undefined (empty cell) rather than infinite.
+
+Byte-stable output: rows are sorted on their key columns and floats written with `FLOAT_FORMAT`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from . import atomic
+from .flops import ExitCost, opt_exits
+
+__all__ = [
+    "ANYTIME_COLUMNS", "RELATIVE_COLUMNS", "WEIGHTS_COLUMNS", "BUDGETS", "PAPER_RELATIVE_TO_OPT",
+    "read_csvs", "format_floats", "anytime_errors", "relative_to_opt", "final_weights",
+    "weight_trajectories", "runs_table", "small_vs_large", "difficulty", "paper_table",
+]
+
+ANYTIME_COLUMNS = ["dataset", "model", "weighting", "seed", "exit", "flops", "error"]
+RELATIVE_COLUMNS = ["dataset", "model", "weighting", "budget", "rel_increase_pct"]
+WEIGHTS_COLUMNS = ["dataset", "model", "seed", "exit", "weight"]
+BUDGETS = (0.25, 0.5, 0.75, 1.0)  # fractions of the total cost where OPT networks sit
+FLOAT_FORMAT = "{:.6g}"
+
+# Paper Table 1, ResANN rows (relative % increase in error over OPT at 1/4, 1/2, 3/4, 1 of the cost),
+# from shared/reference/paper.md §8: an UNVERIFIED recollection of low confidence, shown only
+# beside our numbers and always flagged as such.
+PAPER_RELATIVE_TO_OPT = {
+    "const": (15.07, 16.40, 18.76, 18.90),
+    "linear": (25.67, 13.02, 12.97, 12.65),
+    "adaloss": (32.99, 9.97, 3.96, 2.73),
+}
+PAPER_SOURCE = "paper Table 1, ResANNs on CIFAR10/CIFAR100/SVHN: UNVERIFIED recollection (paper.md §8)"
+
+
+def read_csvs(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """Concatenate CSV files, read in sorted path order so the result never depends on argument order."""
+    frames = [pd.read_csv(p) for p in sorted(map(str, paths))]
+    if not frames:
+        raise ValueError("no input files")
+    return pd.concat(frames, ignore_index=True)
+
+
+def format_floats(frame: pd.DataFrame) -> pd.DataFrame:
+    """Float columns as fixed-format strings (NaN as empty), so identical inputs give identical bytes."""
+    out = frame.copy()
+    for col in out.columns:
+        if pd.api.types.is_float_dtype(out[col]):
+            out[col] = [("" if pd.isna(v) else FLOAT_FORMAT.format(v)) for v in out[col]]
+    return out
+
+
+def _sorted(frame: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    return frame.sort_values(list(keys), kind="mergesort").reset_index(drop=True)
+
+
+def anytime_errors(exits: pd.DataFrame) -> pd.DataFrame:
+    """The tidy anytime table from the runs' `exits.csv` rows; OPT networks appear as weighting "opt"
+    with the one exit each was trained for."""
+    dup = exits.duplicated(["dataset", "model", "weighting", "seed", "exit"])
+    if dup.any():
+        first = exits[dup].iloc[0]
+        raise ValueError(f"run trained twice: {first['dataset']}/{first['model']}/{first['weighting']}/"
+                         f"seed{first['seed']} exit {first['exit']}")
+    return _sorted(exits[ANYTIME_COLUMNS], ANYTIME_COLUMNS[:5])
+
+
+def _budget_exits(ann: pd.DataFrame) -> list[int]:
+    """The exits nearest each of BUDGETS for one model, from the per-exit costs of any of its ANN runs."""
+    costs = ann.drop_duplicates("exit").sort_values("exit")
+    return opt_exits([ExitCost(int(r.exit), int(r.flops), 0) for r in costs.itertuples()], BUDGETS)
+
+
+def relative_to_opt(anytime: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(means over seeds, per-seed pairs) of the relative % increase in error over OPT, for every
+    model that has OPT networks and every scheme it was trained with."""
+    rows = []
+    for (dataset, model), group in anytime.groupby(["dataset", "model"], sort=True):
+        opt = group[group["weighting"] == "opt"].set_index(["seed", "exit"])["error"]
+        ann = group[group["weighting"] != "opt"]
+        if opt.empty or ann.empty:
+            continue
+        exits = _budget_exits(ann)
+        for (weighting, seed), run in ann.groupby(["weighting", "seed"], sort=True):
+            err = run.set_index("exit")["error"]
+            for budget, k in zip(BUDGETS, exits):
+                if (seed, k) not in opt.index:
+                    raise ValueError(f"{dataset}/{model}: no OPT network for exit {k}, seed {seed}")
+                o = float(opt[(seed, k)])
+                rel = 100.0 * (float(err[k]) - o) / o if o > 0 else float("nan")
+                rows.append({"dataset": dataset, "model": model, "weighting": weighting, "seed": int(seed),
+                             "budget": budget, "exit": k, "flops": int(run.set_index("exit")["flops"][k]),
+                             "error": float(err[k]), "opt_error": o, "rel_increase_pct": rel})
+    seeds = pd.DataFrame(rows, columns=["dataset", "model", "weighting", "seed", "budget", "exit", "flops",
+                                        "error", "opt_error", "rel_increase_pct"])
+    seeds = _sorted(seeds, ["dataset", "model", "weighting", "budget", "seed"])
+    means = seeds.groupby(RELATIVE_COLUMNS[:4], sort=True)["rel_increase_pct"].mean().reset_index()
+    return _sorted(means, RELATIVE_COLUMNS[:4]), seeds
+
+
+def _run_labels(metrics_path: Path) -> dict[str, object]:
+    """dataset, model, weighting label (opt{k} for OPT) and seed of a run, from its metrics.json."""
+    cfg = json.loads(metrics_path.read_text())["config"]
+    weighting = f"opt{cfg['opt_exit']}" if cfg["weighting"] == "opt" else cfg["weighting"]
+    return {"dataset": cfg["dataset"], "model": cfg["model_name"], "weighting": weighting, "seed": cfg["seed"]}
+
+
+def final_weights(metrics_paths: Iterable[str | Path]) -> pd.DataFrame:
+    """AdaLoss's weights at the end of training, one row per exit (from each run's metrics.json)."""
+    rows = []
+    for path in map(Path, metrics_paths):
+        labels = _run_labels(path)
+        for k, w in enumerate(json.loads(path.read_text())["final_weights"]):
+            rows.append({**labels, "exit": k, "weight": float(w)})
+    frame = pd.DataFrame(rows, columns=["dataset", "model", "weighting", "seed", "exit", "weight"])
+    return _sorted(frame[WEIGHTS_COLUMNS], WEIGHTS_COLUMNS[:4])
+
+
+def weight_trajectories(metrics_paths: Iterable[str | Path]) -> pd.DataFrame:
+    """The weights over training (`weights.csv` beside each metrics.json), labelled with their run."""
+    frames = []
+    for path in map(Path, metrics_paths):
+        labels = _run_labels(path)
+        w = pd.read_csv(path.parent / "weights.csv")
+        frames.append(w.assign(dataset=labels["dataset"], model=labels["model"], seed=labels["seed"]))
+    cols = ["dataset", "model", "seed", "step", "epoch", "exit", "weight"]
+    frame = pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
+    return _sorted(frame, cols[:4] + ["exit"])
+
+
+def runs_table(metrics_paths: Iterable[str | Path]) -> pd.DataFrame:
+    """One row per run: its scale (arch, options, epochs, batch) and what it cost (train seconds, device)."""
+    rows = []
+    for path in map(Path, metrics_paths):
+        m = json.loads(path.read_text())
+        cfg = m["config"]
+        rows.append({
+            **_run_labels(path), "arch": cfg["arch"], "arch_opts": json.dumps(cfg["arch_opts"], sort_keys=True),
+            "epochs": cfg["epochs"], "batch_size": cfg["batch_size"], "update_per": cfg["update_per"],
+            "val_fraction": cfg["val_fraction"], "train_seconds": float(m["train_seconds"]),
+            "device": m["device"], "device_name": m["device_name"], "torch": m["torch"],
+        })
+    return _sorted(pd.DataFrame(rows), ["dataset", "model", "weighting", "seed"])
+
+
+def small_vs_large(anytime: pd.DataFrame, small: str, small_weighting: str, large: str,
+                   large_weighting: str) -> pd.DataFrame:
+    """E3's two curves: the small ANN with `small_weighting` and the large one with `large_weighting`."""
+    parts = []
+    for role, model, weighting in (("small", small, small_weighting), ("large", large, large_weighting)):
+        part = anytime[(anytime["model"] == model) & (anytime["weighting"] == weighting)]
+        if part.empty:
+            raise ValueError(f"no anytime rows for the {role} model {model!r} with {weighting!r}")
+        parts.append(part.assign(role=role))
+    cols = ["dataset", "role", *ANYTIME_COLUMNS[1:]]
+    return _sorted(pd.concat(parts)[cols], ["dataset", "role", "seed", "exit"])
+
+
+def difficulty(anytime: pd.DataFrame) -> pd.DataFrame:
+    """Datasets ordered from easiest to hardest by OPT's final error (the most expensive OPT network of
+    each model, mean over seeds, then over models): dataset, opt_final_error, rank (0 = easiest)."""
+    opt = anytime[anytime["weighting"] == "opt"]
+    if opt.empty:
+        raise ValueError("difficulty needs OPT networks in the anytime table")
+    last = opt[opt["exit"] == opt.groupby(["dataset", "model"])["exit"].transform("max")]
+    per_model = last.groupby(["dataset", "model"])["error"].mean()
+    frame = per_model.groupby("dataset").mean().rename("opt_final_error").reset_index()
+    frame = frame.sort_values(["opt_final_error", "dataset"], kind="mergesort").reset_index(drop=True)
+    return frame.assign(rank=range(len(frame)))
+
+
+def paper_table() -> pd.DataFrame:
+    """The paper's published ResANN rows of the relative-increase table, with their source flag."""
+    rows = [{"model": "resann", "weighting": w, "budget": b, "rel_increase_pct": v, "source": PAPER_SOURCE}
+            for w, values in PAPER_RELATIVE_TO_OPT.items() for b, v in zip(BUDGETS, values)]
+    return _sorted(pd.DataFrame(rows), ["weighting", "budget"])
+
+
+# -- command line: `python -m adaloss tables NAME` ------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="table", required=True)
+    p = sub.add_parser("anytime", help="anytime_errors.csv from the runs' exits.csv")
+    p.add_argument("--exits", nargs="+", required=True)
+    p.add_argument("--out", required=True)
+    p = sub.add_parser("relative", help="relative_to_opt.csv (+ per-seed pairs) from anytime_errors.csv")
+    p.add_argument("--anytime", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--seeds-out", required=True)
+    for name, text in (("weights", "adaloss_weights.csv"), ("trajectories", "weight_trajectories.csv"),
+                       ("runs", "runs.csv")):
+        p = sub.add_parser(name, help=f"{text} from the runs' metrics.json")
+        p.add_argument("--metrics", nargs="+", required=True)
+        p.add_argument("--out", required=True)
+    p = sub.add_parser("small-vs-large", help="small_vs_large.csv (E3) from anytime_errors.csv")
+    p.add_argument("--anytime", required=True)
+    p.add_argument("--small", nargs=2, required=True, metavar=("MODEL", "WEIGHTING"))
+    p.add_argument("--large", nargs=2, required=True, metavar=("MODEL", "WEIGHTING"))
+    p.add_argument("--out", required=True)
+    p = sub.add_parser("paper", help="paper_relative_to_opt.csv: the paper's (unverified) row")
+    p.add_argument("--out", required=True)
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    if args.table == "anytime":
+        frame = anytime_errors(read_csvs(args.exits))
+    elif args.table == "relative":
+        frame, seeds = relative_to_opt(pd.read_csv(args.anytime))
+        atomic.write_csv(args.seeds_out, format_floats(seeds))
+    elif args.table == "small-vs-large":
+        frame = small_vs_large(pd.read_csv(args.anytime), *args.small, *args.large)
+    elif args.table == "paper":
+        frame = paper_table()
+    else:
+        build = {"weights": final_weights, "trajectories": weight_trajectories, "runs": runs_table}
+        frame = build[args.table](args.metrics)
+    atomic.write_csv(args.out, format_floats(frame))
+    return 0
