@@ -96,7 +96,7 @@ def test_a_cancelled_training_job_resumes_from_its_checkpoint_when_resubmitted(c
     run_dir = tmp_path / "shared" / "runs" / "digits" / "resann" / "adaloss" / "seed0"
     job_cwd = tmp_path / "node-scratch"
     job_cwd.mkdir()
-    epochs = 100  # ~0.2 s each on one CPU: long enough to cancel part-way
+    epochs = 40  # 0.2-0.4 s each on one CPU: many seconds to cancel in after the first checkpoint
     train = [sys.executable, "-m", "adaloss", "train", "--dataset", "digits", "--arch-opt", "n=1",
              "--arch-opt", "width=8", "--epochs", str(epochs), "--threads", "1", "--no-progress",
              "--out", str(run_dir), "--data-root", str(tmp_path / "shared" / "data")]

@@ -3,8 +3,8 @@
 Both sides train the same ResANN (same initial weights, AdaLoss, SGD) on the same synthetic uint8
 images for the same number of steps, after the same warm-up:
 
-* ours: the library's `train.train_step` fed by `data.DeviceLoader` (one uint8 tensor on the device,
-  batched crop/flip/normalise there, no host sync per step; channels_last + bf16 on CUDA);
+* ours: the library's `train.train_step` fed by `augment.DeviceLoader` (one uint8 tensor on the
+  device, batched crop/flip/normalise there, no host sync per step; channels_last, and bf16 on CUDA);
 * plain: what a typical PyTorch script does: torchvision per-sample transforms in a `Dataset`, a
   `DataLoader`, fp32, and `.item()` on the loss every step.
 
@@ -90,6 +90,7 @@ def benchmark(
     device: str = "auto",
     workers: int = -1,
     compile: bool = False,
+    compile_mode: str = "default",
     seed: int = 0,
 ) -> dict[str, Any]:
     """Run both loops and return the measurements (see the module docstring)."""
@@ -115,16 +116,15 @@ def benchmark(
 
     # ours
     model, ada, opt = fresh()
-    if cuda:
-        model.to(memory_format=torch.channels_last)
-    forward = torch.compile(model) if compile else model
+    model.to(memory_format=torch.channels_last)
+    forward = torch.compile(model, mode=compile_mode) if compile else model
     loader = DeviceLoader(x, y, batch_size, dev, shuffle=True, crop_pad=4, flip=True, mean=mean, std=std,
                           seed=seed, drop_last=True)
     batches = _cycle(loader)
 
     def ours_step() -> None:
         xb, yb = next(batches)
-        train_step(forward, ada, opt, xb, yb, channels_last=cuda, bf16=cuda)
+        train_step(forward, ada, opt, xb, yb, channels_last=True, bf16=cuda)
 
     ours_s = _timed(steps, warmup, ours_step, dev)
 
@@ -161,7 +161,7 @@ def benchmark(
         "steps": steps,
         "warmup": warmup,
         "dataloader_workers": workers,
-        "compile": compile,
+        "compile": compile_mode if compile else False,
         "ours_images_per_s": round(ours_ips, 1),
         "plain_images_per_s": round(plain_ips, 1),
         "ratio": round(ours_ips / plain_ips, 3),
@@ -186,11 +186,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (default: 5)")
     p.add_argument("--images", type=int, default=4096, help="synthetic training images (default: 4096)")
     p.add_argument("--image-size", type=int, default=32, help="default: 32 (CIFAR)")
+    p.add_argument("--channels", type=int, default=3, help="image channels (default: 3)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = default)")
     p.add_argument("--workers", type=int, default=-1,
                    help="DataLoader workers of the plain loop (default: 0 on CPU, up to 8 on CUDA)")
     p.add_argument("--compile", action="store_true", help="torch.compile our model")
+    p.add_argument("--compile-mode", default="default", help="torch.compile mode (default, reduce-overhead, ...)")
     p.add_argument("--out", default="results/bench", help="folder for <device>.json (default: results/bench)")
 
 
@@ -198,11 +200,12 @@ def run_cli(args: argparse.Namespace) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     result = benchmark(n=args.n, width=args.width, batch_size=args.batch_size, steps=args.steps,
-                       warmup=args.warmup, images=args.images, image_size=args.image_size,
-                       device=args.device, workers=args.workers, compile=args.compile)
+                       warmup=args.warmup, images=args.images, image_size=args.image_size, channels=args.channels,
+                       device=args.device, workers=args.workers, compile=args.compile,
+                       compile_mode=args.compile_mode)
     width = max(len(k) for k in result)
     for key, value in result.items():
         print(f"{key:<{width}}  {value}")
-    name = "cuda" if result["device"].startswith("cuda") else "cpu"
+    name = ("cuda" if result["device"].startswith("cuda") else "cpu") + (f"_compiled_{args.compile_mode}" if args.compile else "")
     atomic.write_json(Path(args.out) / f"{name}.json", result)
     return 0

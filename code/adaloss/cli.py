@@ -130,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
 # Commands whose arguments live with their implementation: name -> (module, help).
 _EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("bench", "training speed: our step against a plain PyTorch loop, in one run"),
+    "tables": ("tables", "gather the runs' outputs into the study's tidy tables (results/tables/)"),
+    "eann": ("eann", "compose the EANN anytime curve and its extra-cost factor from member runs"),
+    "report": ("report", "check the paper's claims on the tables and write the self-contained HTML report"),
 }
 
 

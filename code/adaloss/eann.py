@@ -31,7 +31,7 @@ from .tables import format_floats, read_csvs
 
 __all__ = ["compose", "extra_cost", "theory_sup_factor", "EANN_COLUMNS", "COST_COLUMNS"]
 
-EANN_COLUMNS = ["dataset", "seed", "budget", "member", "exit", "chosen_model", "chosen_exit", "val_error", "error"]
+EANN_COLUMNS = ["dataset", "seed", "budget", "member", "weighting", "exit", "chosen_model", "chosen_exit", "val_error", "error"]
 COST_COLUMNS = ["dataset", "seed", "opt_exit", "opt_flops", "opt_error", "eann_budget", "eann_error", "reached", "factor"]
 
 
@@ -59,10 +59,13 @@ def compose(exits: pd.DataFrame, members: Sequence[str]) -> pd.DataFrame:
     member exit, in running order: the budget spent when that exit's prediction is ready, and the
     prediction the EANN gives then (chosen_model, chosen_exit, its val_error and test error).
     """
+    exits = exits[exits["model"].isin(members)]
     if exits["val_error"].isna().any():
         raise ValueError("EANN selection needs validation errors: train the members with --val-fraction > 0")
+    if exits.groupby("model")["weighting"].nunique().max() > 1:
+        raise ValueError("each EANN member must come with one weighting only")
     rows = []
-    for (dataset, seed), group in exits[exits["model"].isin(members)].groupby(["dataset", "seed"], sort=True):
+    for (dataset, seed), group in exits.groupby(["dataset", "seed"], sort=True):
         spent = 0
         best: pd.Series | None = None
         for member in _member_order(group, members):
@@ -72,7 +75,7 @@ def compose(exits: pd.DataFrame, members: Sequence[str]) -> pd.DataFrame:
                     best = r
                 rows.append({
                     "dataset": dataset, "seed": int(seed), "budget": int(spent + r["flops"]),
-                    "member": member, "exit": int(r["exit"]),
+                    "member": member, "weighting": r["weighting"], "exit": int(r["exit"]),
                     "chosen_model": best["model"], "chosen_exit": int(best["exit"]),
                     "val_error": float(best["val_error"]), "error": float(best["error"]),
                 })

@@ -131,6 +131,8 @@ def final_weights(metrics_paths: Iterable[str | Path]) -> pd.DataFrame:
     rows = []
     for path in map(Path, metrics_paths):
         labels = _run_labels(path)
+        if labels["weighting"] != "adaloss":
+            raise ValueError(f"{path} is a {labels['weighting']!r} run, not an AdaLoss one")
         for k, w in enumerate(json.loads(path.read_text())["final_weights"]):
             rows.append({**labels, "exit": k, "weight": float(w)})
     frame = pd.DataFrame(rows, columns=["dataset", "model", "weighting", "seed", "exit", "weight"])
@@ -149,16 +151,30 @@ def weight_trajectories(metrics_paths: Iterable[str | Path]) -> pd.DataFrame:
     return _sorted(frame, cols[:4] + ["exit"])
 
 
-def runs_table(metrics_paths: Iterable[str | Path]) -> pd.DataFrame:
-    """One row per run: its scale (arch, options, epochs, batch) and what it cost (train seconds, device)."""
+def _benchmark_seconds(paths: Iterable[str | Path]) -> dict[tuple[str, str, str, int], float]:
+    """Job wall seconds from Snakemake benchmark files laid out as .../{dataset}/{model}/{weighting}/seed{seed}.tsv."""
+    seconds = {}
+    for path in map(Path, paths):
+        dataset, model, weighting = path.parts[-4:-1]
+        seconds[(dataset, model, weighting, int(path.stem.removeprefix("seed")))] = float(
+            pd.read_csv(path, sep="\t")["s"].iloc[0])
+    return seconds
+
+
+def runs_table(metrics_paths: Iterable[str | Path], benchmark_paths: Iterable[str | Path] = ()) -> pd.DataFrame:
+    """One row per run: its scale (arch, options, epochs, batch) and what it cost: seconds in the
+    training loop, seconds of the whole job (imports, data, evaluation; from the benchmark files, if
+    given) and the device."""
+    job = _benchmark_seconds(benchmark_paths)
     rows = []
     for path in map(Path, metrics_paths):
         m = json.loads(path.read_text())
-        cfg = m["config"]
+        cfg, labels = m["config"], _run_labels(path)
         rows.append({
-            **_run_labels(path), "arch": cfg["arch"], "arch_opts": json.dumps(cfg["arch_opts"], sort_keys=True),
+            **labels, "arch": cfg["arch"], "arch_opts": json.dumps(cfg["arch_opts"], sort_keys=True),
             "epochs": cfg["epochs"], "batch_size": cfg["batch_size"], "update_per": cfg["update_per"],
             "val_fraction": cfg["val_fraction"], "train_seconds": float(m["train_seconds"]),
+            "job_seconds": job.get(tuple(labels.values()), float("nan")),
             "device": m["device"], "device_name": m["device_name"], "torch": m["torch"],
         })
     return _sorted(pd.DataFrame(rows), ["dataset", "model", "weighting", "seed"])
@@ -213,6 +229,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p = sub.add_parser(name, help=f"{text} from the runs' metrics.json")
         p.add_argument("--metrics", nargs="+", required=True)
         p.add_argument("--out", required=True)
+    p.add_argument("--benchmarks", nargs="*", default=[], help="Snakemake benchmark files of the training jobs")
     p = sub.add_parser("small-vs-large", help="small_vs_large.csv (E3) from anytime_errors.csv")
     p.add_argument("--anytime", required=True)
     p.add_argument("--small", nargs=2, required=True, metavar=("MODEL", "WEIGHTING"))
@@ -232,8 +249,10 @@ def run_cli(args: argparse.Namespace) -> int:
         frame = small_vs_large(pd.read_csv(args.anytime), *args.small, *args.large)
     elif args.table == "paper":
         frame = paper_table()
+    elif args.table == "runs":
+        frame = runs_table(args.metrics, args.benchmarks)
     else:
-        build = {"weights": final_weights, "trajectories": weight_trajectories, "runs": runs_table}
+        build = {"weights": final_weights, "trajectories": weight_trajectories}
         frame = build[args.table](args.metrics)
     atomic.write_csv(args.out, format_floats(frame))
     return 0

@@ -25,7 +25,6 @@ fi
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 state=$(realpath -m "$1")
-partition=debug
 mariadb_port=6820  # not 3306, so that a system MariaDB may keep running
 # First line of the files put into /etc/slurm: tells stop_cluster.sh (and a second start) whose they are.
 marker_prefix="# written by adaloss scripts/slurm/start_cluster.sh for "
@@ -160,8 +159,12 @@ AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 # For connections to slurmdbd, Slurm takes the munge socket from here, not from AuthInfo.
 AccountingStoragePass=$munge_socket
+# Keep sbatch --comment, where the Snakemake plugin names each job's rule, for sacct to show.
+AccountingStoreFlags=job_comment
 NodeName=$node NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$real_memory State=UNKNOWN
-PartitionName=$partition Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+# Two partitions on the one node, so that a test can tell a rule's slurm_partition from the default.
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+PartitionName=batch Nodes=ALL MaxTime=INFINITE State=UP
 EOF
 
 cat >"$state/etc/slurmdbd.conf" <<EOF
@@ -200,4 +203,4 @@ wait_for "cluster registration" 30 "$state/log/slurmctld.log" \
     bash -c "sacctmgr --noheader --parsable2 list cluster format=cluster | grep -qx adaloss"
 
 trap - EXIT
-log "up: partition $partition, node $node ($cpus CPUs, ${real_memory} MB); state and logs in $state"
+log "up: partitions debug (default) and batch, node $node ($cpus CPUs, ${real_memory} MB); state and logs in $state"

@@ -1,0 +1,133 @@
+"""The study's tables (adaloss.tables): interface columns, OPT pairing, byte-stable output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from adaloss import cli, tables
+
+FLOPS = [10, 20, 30, 40]  # one toy model with 4 exits: budgets 1/4..1 map to exits 0, 1, 2, 3
+
+
+def _exits(weighting: str, seed: int, errors: list[float], exits: list[int] | None = None) -> pd.DataFrame:
+    exits = list(range(len(errors))) if exits is None else exits
+    return pd.DataFrame({"dataset": "toy", "model": "net", "weighting": weighting, "seed": seed, "exit": exits,
+                         "flops": [FLOPS[k] for k in exits], "params": 0, "error": errors, "val_error": errors})
+
+
+def _study(seeds=(0, 1)) -> pd.DataFrame:
+    frames = []
+    for s in seeds:
+        frames += [_exits("const", s, [40.0 + s, 30.0, 20.0, 12.0]), _exits("adaloss", s, [50.0, 30.0, 16.0, 10.5 + s])]
+        frames += [_exits("opt", s, [e], [k]) for k, e in enumerate([40.0, 25.0, 16.0, 10.0])]
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_anytime_errors_has_the_interface_columns_sorted():
+    frame = tables.anytime_errors(_study().sample(frac=1, random_state=0))
+    assert list(frame.columns) == ["dataset", "model", "weighting", "seed", "exit", "flops", "error"]
+    assert frame.equals(frame.sort_values(tables.ANYTIME_COLUMNS[:5]).reset_index(drop=True))
+
+
+def test_a_run_present_twice_is_an_error():
+    with pytest.raises(ValueError, match="trained twice"):
+        tables.anytime_errors(pd.concat([_study(), _exits("const", 0, [1.0])]))
+
+
+def test_relative_to_opt_pairs_seeds_and_averages():
+    means, seeds = tables.relative_to_opt(tables.anytime_errors(_study()))
+    assert list(means.columns) == ["dataset", "model", "weighting", "budget", "rel_increase_pct"]
+    ada = seeds[(seeds["weighting"] == "adaloss") & (seeds["budget"] == 1.0)]
+    # seed 0: 10.5 vs 10 -> +5%; seed 1: 11.5 vs 10 -> +15%
+    assert ada["rel_increase_pct"].tolist() == pytest.approx([5.0, 15.0])
+    row = means[(means["weighting"] == "adaloss") & (means["budget"] == 1.0)]
+    assert row["rel_increase_pct"].item() == pytest.approx(10.0)
+    const = means[(means["weighting"] == "const") & (means["budget"] == 0.25)]
+    assert const["rel_increase_pct"].item() == pytest.approx(100 * (40.5 - 40) / 40)
+
+
+def test_zero_opt_error_leaves_the_ratio_empty():
+    study = _study(seeds=(0,))
+    study.loc[(study["weighting"] == "opt") & (study["exit"] == 3), "error"] = 0.0
+    _, seeds = tables.relative_to_opt(study)
+    assert seeds.loc[seeds["budget"] == 1.0, "rel_increase_pct"].isna().all()
+
+
+def test_a_missing_opt_network_is_named():
+    study = _study(seeds=(0,))
+    study = study[~((study["weighting"] == "opt") & (study["exit"] == 2))]
+    with pytest.raises(ValueError, match="no OPT network for exit 2"):
+        tables.relative_to_opt(study)
+
+
+def _run_dir(root: Path, weighting: str, seed: int, weights: list[float], opt_exit: int | None = None) -> Path:
+    run = root / f"{weighting}{seed}"
+    run.mkdir(parents=True)
+    config = {"dataset": "toy", "model_name": "net", "weighting": weighting, "seed": seed, "opt_exit": opt_exit,
+              "arch": "resann", "arch_opts": {"n": 1}, "epochs": 2, "batch_size": 8, "update_per": 5,
+              "val_fraction": 0.1}
+    metrics = {"config": config, "final_weights": weights, "train_seconds": 1.5, "device": "cpu",
+               "device_name": "x86_64", "torch": "2"}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    pd.DataFrame({"step": [5, 5, 10, 10], "epoch": 1, "exit": [0, 1, 0, 1], "weight": [1, 1, 0.5, 1]}).to_csv(
+        run / "weights.csv", index=False)
+    return run / "metrics.json"
+
+
+def test_final_weights_and_trajectories(tmp_path):
+    paths = [_run_dir(tmp_path, "adaloss", s, [0.3 + s, 1.0]) for s in (1, 0)]
+    weights = tables.final_weights(paths)
+    assert list(weights.columns) == ["dataset", "model", "seed", "exit", "weight"]
+    assert weights["weight"].tolist() == [0.3, 1.0, 1.3, 1.0]
+    traj = tables.weight_trajectories(paths)
+    assert len(traj) == 8 and traj["seed"].tolist() == [0] * 4 + [1] * 4
+    with pytest.raises(ValueError, match="not an AdaLoss"):
+        tables.final_weights([_run_dir(tmp_path, "const", 0, [1.0, 1.0])])
+
+
+def test_runs_table_reads_benchmarks(tmp_path):
+    metrics = _run_dir(tmp_path, "opt", 0, [1.0], opt_exit=1)
+    bench = tmp_path / "bench" / "toy" / "net" / "opt1" / "seed0.tsv"
+    bench.parent.mkdir(parents=True)
+    bench.write_text("s\th:m:s\tmax_rss\n7.25\t0:00:07\t100\n")
+    runs = tables.runs_table([metrics], [bench])
+    assert runs[["weighting", "train_seconds", "job_seconds"]].values.tolist() == [["opt1", 1.5, 7.25]]
+
+
+def test_difficulty_orders_by_opt_final_error():
+    hard = _study(seeds=(0,)).assign(dataset="hard")
+    hard["error"] += 10
+    order = tables.difficulty(pd.concat([hard, _study(seeds=(0,))]))
+    assert order["dataset"].tolist() == ["toy", "hard"] and order["rank"].tolist() == [0, 1]
+
+
+def test_small_vs_large_names_a_missing_curve():
+    with pytest.raises(ValueError, match="large model 'net' with 'linear'"):
+        tables.small_vs_large(_study(), "net", "adaloss", "net", "linear")
+
+
+def test_paper_table_is_flagged_unverified():
+    paper = tables.paper_table()
+    assert set(paper["weighting"]) == {"const", "linear", "adaloss"}
+    assert paper["source"].str.contains("UNVERIFIED").all()
+
+
+def test_cli_output_is_byte_identical_whatever_the_input_order(tmp_path):
+    paths = []
+    for i, (_, frame) in enumerate(_study().groupby(["weighting", "seed", "exit"])):
+        paths.append(str(tmp_path / f"run{i}.csv"))
+        frame.to_csv(paths[-1], index=False)
+    outs = []
+    for order in (paths, paths[::-1]):
+        out = tmp_path / f"anytime{len(outs)}.csv"
+        assert cli.main(["tables", "anytime", "--exits", *order, "--out", str(out)]) == 0
+        rel = tmp_path / f"rel{len(outs)}.csv"
+        assert cli.main(["tables", "relative", "--anytime", str(out), "--out", str(rel),
+                         "--seeds-out", str(tmp_path / f"seeds{len(outs)}.csv")]) == 0
+        outs.append((out.read_bytes(), rel.read_bytes()))
+    assert outs[0] == outs[1]
+    assert b"10.5" in outs[0][0]

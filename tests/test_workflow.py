@@ -1,0 +1,155 @@
+"""The Snakemake study: config validation, the paper DAG, and one end-to-end smoke run with its report.
+
+The smoke run (config/smoke.yaml, tiny models, 1 epoch on digits) goes into a temporary working
+directory (`--directory`), so the repository's results/ are never touched. The report is then opened
+in headless Chromium when it is installed (`apt-get install chromium`); without it that test is skipped.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
+TABLE_COLUMNS = {
+    "anytime_errors.csv": ["dataset", "model", "weighting", "seed", "exit", "flops", "error"],
+    "relative_to_opt.csv": ["dataset", "model", "weighting", "budget", "rel_increase_pct"],
+    "adaloss_weights.csv": ["dataset", "model", "seed", "exit", "weight"],
+}
+
+
+def _snakemake(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*SNAKEMAKE, "--directory", str(cwd), *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _bad_config(tmp_path: Path, edit) -> Path:
+    config = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    edit(config)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.parametrize(("edit", "named"), [
+    (lambda c: c["train"].update(epoch=3), "epoch"),                          # typo of epochs
+    (lambda c: c.update(weightings=["const", "adaloos"]), "adaloos"),          # unknown scheme
+    (lambda c: c["models"]["resann"].update(widht=8), "widht"),                # typo of an arch option
+    (lambda c: c["models"]["resann"].update(arch="resnet"), "resnet"),         # unknown arch
+    (lambda c: c["train"].update(epochs="many"), "many"),                      # wrong type
+    (lambda c: c.update(eann={**c["eann"], "opt_model": "nope"}), "nope"),     # model not defined
+])
+def test_a_bad_config_fails_at_once_naming_the_key(tmp_path, edit, named):
+    result = _snakemake("--dry-run", "--configfile", str(_bad_config(tmp_path, edit)), cwd=tmp_path, timeout=120)
+    assert result.returncode != 0
+    assert named in result.stdout + result.stderr
+
+
+def test_schema_train_defaults_are_the_trainconfig_defaults():
+    from adaloss.train import TrainConfig
+
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    for key, spec in schema["$defs"]["train"]["properties"].items():
+        expected = fields[key]
+        if isinstance(expected, tuple):
+            assert spec["default"] == pytest.approx(list(expected)), key
+        else:
+            assert spec["default"] == expected and type(spec["default"]) is type(expected), key
+
+
+def _train_jobs(dry_run_output: str) -> int:
+    match = re.search(r"^train\s+(\d+)$", dry_run_output, re.MULTILINE)
+    assert match, dry_run_output[-3000:]
+    return int(match.group(1))
+
+
+@pytest.mark.slow
+def test_the_paper_dag_builds_without_data(tmp_path):
+    result = _snakemake("--dry-run", "--configfile", str(ROOT / "config" / "paper.yaml"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = _train_jobs(result.stdout)
+    print(f"config/paper.yaml: {jobs} training jobs")
+    assert jobs > 100
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> Path:
+    """One end-to-end run of the smoke profile in a temporary working directory."""
+    work = tmp_path_factory.mktemp("smoke")
+    result = _snakemake("--cores", "2", "--configfile", str(ROOT / "config" / "smoke.yaml"), cwd=work, timeout=900)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    return work
+
+
+@pytest.mark.slow
+def test_smoke_run_produces_tables_figures_and_report(smoke):
+    for name, columns in TABLE_COLUMNS.items():
+        frame = pd.read_csv(smoke / "results" / "tables" / name)
+        assert list(frame.columns) == columns and len(frame) > 0, name
+    assert len(list((smoke / "results" / "figures").glob("e[1-6]_*.png"))) == 6
+    claims = pd.read_csv(smoke / "results" / "tables" / "claims.csv")
+    assert set(claims["reproduced"]) <= {"yes", "no", "not testable"}
+    page = (smoke / "report" / "report.html").read_text()
+    assert "profile smoke" in page and "<h2>E4 EANN</h2>" in page
+    # Nothing is left to do, and the tables come out byte-identical when remade.
+    again = _snakemake("--cores", "2", "--configfile", str(ROOT / "config" / "smoke.yaml"), "--dry-run", cwd=smoke)
+    assert "Nothing to be done" in again.stdout + again.stderr
+    before = {p.name: p.read_bytes() for p in (smoke / "results" / "tables").glob("*.csv")}
+    table_rules = ["anytime_errors", "relative_to_opt", "paper_relative_to_opt", "small_vs_large", "eann",
+                   "adaloss_weights", "weight_trajectories", "runs_table"]
+    remade = _snakemake("--cores", "2", "--configfile", str(ROOT / "config" / "smoke.yaml"),
+                        "--forcerun", *table_rules, "--until", *table_rules, cwd=smoke)
+    assert remade.returncode == 0, remade.stderr[-3000:]
+    after = {p.name: p.read_bytes() for p in (smoke / "results" / "tables").glob("*.csv")}
+    assert after == before
+
+
+def _report_images(page: str) -> list[bytes]:
+    return [base64.b64decode(data) for data in re.findall(r'<img[^>]+src="data:image/png;base64,([^"]+)"', page)]
+
+
+@pytest.mark.slow
+def test_every_report_image_is_a_valid_png(smoke):
+    from PIL import Image
+
+    images = _report_images((smoke / "report" / "report.html").read_text())
+    assert len(images) == 6
+    for data in images:
+        with Image.open(io.BytesIO(data)) as img:
+            img.verify()
+            assert img.format == "PNG" and min(img.size) > 50
+
+
+def _chromium() -> str | None:
+    return next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_chromium() is None, reason="chromium is not installed (apt-get install -y chromium)")
+def test_the_report_renders_in_headless_chromium(smoke, tmp_path):
+    page = (smoke / "report" / "report.html").read_text()
+    probe = ("<script>window.addEventListener('load', () => document.body.setAttribute('data-widths',"
+             " [...document.images].map(i => i.complete ? i.naturalWidth : 0).join(',')));</script></body>")
+    html = tmp_path / "probe.html"
+    html.write_text(page.replace("</body>", probe))
+    base = [_chromium(), "--headless", "--disable-gpu", "--no-sandbox", "--virtual-time-budget=10000"]
+    dom = subprocess.run([*base, "--dump-dom", html.as_uri()], capture_output=True, text=True, timeout=120)
+    widths = re.search(r'data-widths="([^"]*)"', dom.stdout)
+    assert widths, dom.stderr[-2000:]
+    assert [int(w) > 0 for w in widths.group(1).split(",")] == [True] * 6
+    shot = tmp_path / "report.png"
+    subprocess.run([*base, f"--screenshot={shot}", "--window-size=1200,3000", (smoke / "report" / "report.html").as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    assert shot.stat().st_size > 10_000

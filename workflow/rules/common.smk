@@ -1,0 +1,150 @@
+# Glue only: read and validate the configuration, constrain the wildcards, list the study's runs and
+# final outputs, and the `get_<thing>` input functions. Everything that computes is in `adaloss`.
+
+import copy
+import shlex
+from functools import lru_cache
+
+from snakemake.utils import validate
+
+# The overrides as written: validation fills every `train` default into them too.
+DATASET_TRAIN = copy.deepcopy(config.get("dataset_train", {}))
+validate(config, schema="../schemas/config.schema.yaml")
+
+MODELS = config["models"]
+E3 = config["small_vs_large"]
+E4 = config["eann"]
+RUN = "results/runs/{dataset}/{model}/{weighting}/seed{seed}"
+EXPERIMENTS = [
+    "e1_anytime",
+    "e2_relative_to_opt",
+    "e3_small_vs_large",
+    "e4_eann",
+    "e5_weights_vs_difficulty",
+    "e6_weight_trajectories",
+]
+
+
+def _check(ok, message):
+    if not ok:
+        raise ValueError(f"config: {message}")
+
+
+_undefined = sorted(
+    {*config["compare"], E3["small"], E3["large"], *E4["members"], E4["opt_model"]}
+    - set(MODELS)
+)
+_check(not _undefined, f"models {_undefined} are used but not defined under `models` ({sorted(MODELS)})")
+_check(E4["opt_model"] in config["compare"], f"eann.opt_model {E4['opt_model']!r} must be in `compare`")
+_check("adaloss" in config["weightings"], "`weightings` must include adaloss (E1, E2, E5, E6)")
+_stray = sorted(set(DATASET_TRAIN) - set(config["datasets"]))
+_check(not _stray, f"dataset_train names {_stray}, which are not in `datasets`")
+
+
+wildcard_constraints:
+    dataset="|".join(config["datasets"]),
+    model="|".join(MODELS),
+    weighting="|".join(
+        sorted({*config["weightings"], E3["small_weighting"], E3["large_weighting"], E4["weighting"]})
+    )
+    + r"|opt\d+",
+    seed=r"\d+",
+
+
+def train_options(dataset):
+    """The TrainConfig fields of every run on `dataset`: `train`, then its `dataset_train` overrides."""
+    return {**config["train"], **DATASET_TRAIN.get(dataset, {})}
+
+
+@lru_cache(maxsize=None)
+def opt_exit_list(dataset, model):
+    """The exits nearest 1/4, 1/2, 3/4 and 1 of `model`'s FLOPs on `dataset` (deduplicated): one OPT
+    network is trained for each. Counted here, at DAG-build time, from the built model."""
+    import torch
+    from adaloss.data import dataset_info
+    from adaloss.flops import exit_costs, opt_exits
+    from adaloss.models import build_model
+
+    torch.set_num_threads(1)  # tiny single-image passes: threads only add contention
+    channels, size, classes = dataset_info(dataset, train_options(dataset)["data_root"])
+    options = {k: v for k, v in MODELS[model].items() if k != "arch"}
+    net = build_model(MODELS[model]["arch"], channels, classes, size, **options)
+    return sorted(set(opt_exits(exit_costs(net, (channels, size, size)))))
+
+
+@lru_cache(maxsize=None)
+def study_runs():
+    """Every (dataset, model, weighting, seed) of the study, each trained exactly once."""
+    runs = set()
+    for d in config["datasets"]:
+        for s in config["seeds"]:
+            for m in config["compare"]:
+                runs |= {(d, m, w, s) for w in config["weightings"]}
+                runs |= {(d, m, f"opt{k}", s) for k in opt_exit_list(d, m)}
+            runs |= {(d, E3["small"], E3["small_weighting"], s), (d, E3["large"], E3["large_weighting"], s)}
+            runs |= {(d, m, E4["weighting"], s) for m in E4["members"]}
+    return tuple(sorted(runs))
+
+
+def run_files(filename, models=None, weighting=None):
+    """`filename` in the run directory of every study run, optionally only some models / one weighting."""
+    return [
+        f"{RUN}/{filename}".format(dataset=d, model=m, weighting=w, seed=s)
+        for d, m, w, s in study_runs()
+        if (models is None or m in models) and (weighting is None or w == weighting)
+    ]
+
+
+def _flag(key, value):
+    flag = "--" + key.replace("_", "-")
+    if isinstance(value, bool):
+        return flag if value else "--no-" + flag[2:]
+    if isinstance(value, list):
+        return " ".join([flag, *map(str, value)])
+    return f"{flag} {shlex.quote(str(value))}"
+
+
+def get_train_args(wildcards):
+    """The `python -m adaloss train` flags of one run (all but --out and --threads)."""
+    spec = MODELS[wildcards.model]
+    w = wildcards.weighting
+    args = [
+        f"--dataset {wildcards.dataset} --model-name {wildcards.model} --seed {wildcards.seed}",
+        f"--arch {spec['arch']}",
+        *(f"--arch-opt {shlex.quote(f'{k}={v}')}" for k, v in spec.items() if k != "arch"),
+        f"--weighting opt --opt-exit {w[3:]}" if w.startswith("opt") else f"--weighting {w}",
+        *(_flag(k, v) for k, v in sorted(train_options(wildcards.dataset).items())),
+    ]
+    return " ".join(args)
+
+
+def get_exits():
+    return run_files("exits.csv")
+
+
+def get_metrics():
+    return run_files("metrics.json")
+
+
+def get_benchmarks():
+    return [f"results/benchmarks/train/{d}/{m}/{w}/seed{s}.tsv" for d, m, w, s in study_runs()]
+
+
+def get_adaloss_metrics():
+    return run_files("metrics.json", models=config["compare"], weighting="adaloss")
+
+
+def get_adaloss_weights():
+    return run_files("weights.csv", models=config["compare"], weighting="adaloss")
+
+
+def get_eann_exits():
+    return run_files("exits.csv", models=E4["members"], weighting=E4["weighting"])
+
+
+def get_figures():
+    return [f"results/figures/{e}.png" for e in EXPERIMENTS]
+
+
+def get_final_output():
+    return ["report/report.html", *(f"results/notebooks/{e}.html" for e in EXPERIMENTS)]

@@ -1,0 +1,114 @@
+# Tables: per-run outputs gathered into tidy CSVs under results/tables/ (adaloss.tables, adaloss.eann).
+# One gather rule per table; every rule only calls `python -m adaloss tables|eann`.
+
+TABLES = "results/tables"
+
+
+# E1: test error of every exit of every run, with its cumulative FLOPs
+rule anytime_errors:
+    input:
+        exits=get_exits(),
+    output:
+        f"{TABLES}/anytime_errors.csv",
+    log:
+        "logs/tables/anytime_errors.log",
+    shell:
+        "python -m adaloss tables anytime --exits {input.exits} --out {output} > {log} 2>&1"
+
+
+# E2: relative % increase in error over OPT at 1/4, 1/2, 3/4, 1 of the cost
+rule relative_to_opt:
+    input:
+        rules.anytime_errors.output,
+    output:
+        means=f"{TABLES}/relative_to_opt.csv",
+        seeds=f"{TABLES}/relative_to_opt_seeds.csv",
+    log:
+        "logs/tables/relative_to_opt.log",
+    shell:
+        "python -m adaloss tables relative --anytime {input} --out {output.means}"
+        " --seeds-out {output.seeds} > {log} 2>&1"
+
+
+# E2: the paper's published ResANN row, flagged unverified
+rule paper_relative_to_opt:
+    output:
+        f"{TABLES}/paper_relative_to_opt.csv",
+    log:
+        "logs/tables/paper_relative_to_opt.log",
+    shell:
+        "python -m adaloss tables paper --out {output} > {log} 2>&1"
+
+
+# E3: the small ANN with AdaLoss and the large one with CONST
+rule small_vs_large:
+    input:
+        rules.anytime_errors.output,
+    output:
+        f"{TABLES}/small_vs_large.csv",
+    log:
+        "logs/tables/small_vs_large.log",
+    params:
+        small=f"{E3['small']} {E3['small_weighting']}",
+        large=f"{E3['large']} {E3['large_weighting']}",
+    shell:
+        "python -m adaloss tables small-vs-large --anytime {input} --small {params.small}"
+        " --large {params.large} --out {output} > {log} 2>&1"
+
+
+# E4: the EANN curve (selection on validation error) and its extra-cost factor over OPT
+rule eann:
+    input:
+        exits=get_eann_exits(),
+        anytime=rules.anytime_errors.output,
+    output:
+        curve=f"{TABLES}/eann.csv",
+        cost=f"{TABLES}/eann_cost.csv",
+    log:
+        "logs/tables/eann.log",
+    params:
+        members=" ".join(E4["members"]),
+        opt_model=E4["opt_model"],
+    shell:
+        "python -m adaloss eann --exits {input.exits} --members {params.members}"
+        " --anytime {input.anytime} --opt-model {params.opt_model}"
+        " --out {output.curve} --cost-out {output.cost} > {log} 2>&1"
+
+
+# E5: AdaLoss's final weights per exit
+rule adaloss_weights:
+    input:
+        get_adaloss_metrics(),
+    output:
+        f"{TABLES}/adaloss_weights.csv",
+    log:
+        "logs/tables/adaloss_weights.log",
+    shell:
+        "python -m adaloss tables weights --metrics {input} --out {output} > {log} 2>&1"
+
+
+# E6: AdaLoss's weights over training
+rule weight_trajectories:
+    input:
+        metrics=get_adaloss_metrics(),
+        weights=get_adaloss_weights(),
+    output:
+        f"{TABLES}/weight_trajectories.csv",
+    log:
+        "logs/tables/weight_trajectories.log",
+    shell:
+        "python -m adaloss tables trajectories --metrics {input.metrics} --out {output} > {log} 2>&1"
+
+
+# Scale and compute time of every run (for the report)
+rule runs_table:
+    input:
+        metrics=get_metrics(),
+        benchmarks=get_benchmarks(),
+    output:
+        f"{TABLES}/runs.csv",
+    log:
+        "logs/tables/runs.log",
+    shell:
+        "python -m adaloss tables runs --metrics {input.metrics} --benchmarks {input.benchmarks}"
+        " --out {output} > {log} 2>&1"
