@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from adaloss.augment import normalize, reference_transform
 from adaloss.data import load_dataset
 from adaloss.models import build_model
-from adaloss.train import Run, TrainConfig, _param_groups, fit, lr_at, train_step
+from adaloss.train import ExitLosses, Run, TrainConfig, _param_groups, fit, lr_at, train_step
 from adaloss.weighting import make_weighting
 
 TINY = {"n": 1, "width": 8}
@@ -75,7 +75,7 @@ def test_train_step_returns_detached_per_exit_losses_and_updates_parameters():
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     before = [p.detach().clone() for p in model.parameters()]
     x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
-    losses = train_step(model, wt, opt, x, y)
+    losses = train_step(ExitLosses(model), wt, opt, x, y)
     assert losses.shape == (model.num_exits,) and not losses.requires_grad
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
 

@@ -31,7 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from . import atomic
 from .augment import DeviceLoader, ReferenceDataset, reference_transform
 from .models import build_model
-from .train import resolve_device, train_step
+from .train import ExitLosses, resolve_device, train_step
 from .weighting import AdaLoss
 
 __all__ = ["add_arguments", "run_cli", "benchmark", "matmul_gflops"]
@@ -117,14 +117,15 @@ def benchmark(
     # ours
     model, ada, opt = fresh()
     model.to(memory_format=torch.channels_last)
-    forward = torch.compile(model, mode=compile_mode) if compile else model
+    loss_fn = ExitLosses(model, bf16=cuda)
+    loss_fn = torch.compile(loss_fn, mode=compile_mode) if compile else loss_fn
     loader = DeviceLoader(x, y, batch_size, dev, shuffle=True, crop_pad=4, flip=True, mean=mean, std=std,
                           seed=seed, drop_last=True)
     batches = _cycle(loader)
 
     def ours_step() -> None:
         xb, yb = next(batches)
-        train_step(forward, ada, opt, xb, yb, channels_last=True, bf16=cuda)
+        train_step(loss_fn, ada, opt, xb, yb, channels_last=True)
 
     ours_s = _timed(steps, warmup, ours_step, dev)
 

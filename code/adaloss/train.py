@@ -39,7 +39,7 @@ from .flops import exit_costs
 from .models import build_model
 from .weighting import WEIGHTINGS, LossWeighting, make_weighting
 
-__all__ = ["TrainConfig", "Run", "train_step", "NonFiniteLossError", "CheckpointMismatchError", "fit", "lr_at", "resolve_device"]
+__all__ = ["TrainConfig", "Run", "ExitLosses", "train_step", "NonFiniteLossError", "CheckpointMismatchError", "fit", "lr_at", "resolve_device"]
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -152,23 +152,34 @@ def _param_groups(model: nn.Module, weighting: nn.Module, weight_decay: float) -
     return groups
 
 
+class ExitLosses(nn.Module):
+    """model + per-exit cross-entropy as one module, so `torch.compile` captures (and with
+    mode="reduce-overhead" CUDA-graphs) the whole forward, losses included."""
+
+    def __init__(self, model: nn.Module, bf16: bool = False) -> None:
+        super().__init__()
+        self.model, self.bf16 = model, bf16
+
+    def forward(self, x: Tensor, y: Tensor, upto: int | None = None) -> Tensor:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            logits = self.model(x, upto=upto)
+        return torch.stack([F.cross_entropy(z.float(), y) for z in logits])  # (K,)
+
+
 def train_step(
-    forward: Callable[..., list[Tensor]],
+    loss_fn: Callable[..., Tensor],
     weighting: LossWeighting,
     optimizer: torch.optim.Optimizer,
     x: Tensor,
     y: Tensor,
     upto: int | None = None,
     channels_last: bool = False,
-    bf16: bool = False,
 ) -> Tensor:
     """One SGD step on a normalised batch; returns the detached per-exit losses (K,) without
     reading them on the host, so the device never waits for Python."""
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-        logits = forward(x, upto=upto)
-    losses = torch.stack([F.cross_entropy(z.float(), y) for z in logits])  # (K,)
+    losses = loss_fn(x, y, upto=upto)
     total = weighting(losses)
     optimizer.zero_grad(set_to_none=True)
     total.backward()
@@ -210,7 +221,8 @@ class Run:
             crop_pad=self.data.crop_pad, flip=self.data.flip, mean=self.data.mean, std=self.data.std,
             seed=cfg.seed, drop_last=True,
         )
-        self.forward = torch.compile(self.model, mode=cfg.compile_mode) if cfg.compile else self.model
+        loss_fn = ExitLosses(self.model, bf16=self.cuda and cfg.bf16)
+        self.loss_fn = torch.compile(loss_fn, mode=cfg.compile_mode) if cfg.compile else loss_fn
         self.epoch = 0  # epochs completed
         self.log_rows: list[dict[str, Any]] = []
         self.weight_rows: list[dict[str, Any]] = []
@@ -284,8 +296,8 @@ class Run:
         first_bad = torch.full((self.num_exits,), -1, dtype=torch.long, device=self.device)
         steps = 0
         for x, y in self.loader:
-            losses = train_step(self.forward, self.weighting, self.optimizer, x, y, self.upto,
-                                channels_last=cfg.channels_last, bf16=self.cuda and cfg.bf16)
+            losses = train_step(self.loss_fn, self.weighting, self.optimizer, x, y, self.upto,
+                                channels_last=cfg.channels_last)
             bad = ~torch.isfinite(losses)
             first_bad = torch.where(bad & (first_bad < 0), steps, first_bad)
             loss_sum += losses
