@@ -32,8 +32,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torchvision import datasets as tvd
-from torchvision.datasets.utils import check_integrity, extract_archive
 
 from .augment import DeviceLoader, augment, normalize
 
@@ -92,6 +90,8 @@ class ImageData:
 def _open(make: Callable[[], Any], title: str, root: Path, expected: list[tuple[Path, str]], hint: str,
           download: bool) -> Any:
     """make() a torchvision dataset; on failure say which of `expected` (path, md5) are missing or corrupt."""
+    from torchvision.datasets.utils import check_integrity
+
     try:
         return make()
     except (RuntimeError, OSError, EOFError, ValueError, KeyError, pickle.UnpicklingError) as exc:
@@ -106,7 +106,12 @@ def _open(make: Callable[[], Any], title: str, root: Path, expected: list[tuple[
         raise DatasetNotFoundError(f"{title}: {problem}. To fix: {hint} ({how})") from exc
 
 
-def _read_cifar(cls: type[tvd.CIFAR10], root: Path, download: bool) -> _Arrays:
+def _read_cifar(name: str, root: Path, download: bool) -> _Arrays:
+    # torchvision is imported here, not at the top: it costs ~1.5 s per training job otherwise
+    from torchvision import datasets as tvd
+    from torchvision.datasets.utils import extract_archive
+
+    cls = getattr(tvd, name)
     folder, archive = root / cls.base_folder, root / cls.filename
     hint = f"download {cls.url} and put {cls.filename} or the extracted {cls.base_folder}/ under {root}/"
     if not folder.is_dir() and archive.is_file():  # the archive put by hand: unpack it, no network needed
@@ -125,6 +130,8 @@ def _read_cifar(cls: type[tvd.CIFAR10], root: Path, download: bool) -> _Arrays:
 
 
 def _read_svhn(root: Path, download: bool) -> _Arrays:
+    from torchvision import datasets as tvd
+
     files = tvd.SVHN.split_list  # split -> [url, file name, md5]
     names = ", ".join(name for _, name, _ in files.values())
     hint = f"download {names} from http://ufldl.stanford.edu/housenumbers/ and put them under {root}/"
@@ -182,8 +189,8 @@ class _Builtin:
 
 
 _BUILTINS = {
-    "cifar10": _Builtin(3, 32, 10, 4, True, partial(_read_cifar, tvd.CIFAR10)),
-    "cifar100": _Builtin(3, 32, 100, 4, True, partial(_read_cifar, tvd.CIFAR100)),
+    "cifar10": _Builtin(3, 32, 10, 4, True, partial(_read_cifar, "CIFAR10")),
+    "cifar100": _Builtin(3, 32, 100, 4, True, partial(_read_cifar, "CIFAR100")),
     "svhn": _Builtin(3, 32, 10, 4, False, _read_svhn),
     "digits": _Builtin(1, 8, 10, 1, False, _read_digits),
     "mnist5k": _Builtin(1, 28, 10, 2, False, _read_mnist5k),
