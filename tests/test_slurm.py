@@ -3,7 +3,12 @@ slurmdbd, slurmctld, slurmd), started by scripts/slurm/start_cluster.sh, driven 
 
 Needs root (it starts daemons and writes /etc/slurm/slurm.conf, restored afterwards) and Debian's
 slurm-wlm, slurmdbd, munge and mariadb-server, which it installs with apt-get when missing; skipped
-otherwise. docs/cluster.md describes the cluster, the profile and the settings used here.
+otherwise. docs/cluster.md describes the cluster, the profile and what each test shows.
+
+The smoke study's whole DAG takes about 7 minutes through this cluster on 2 CPUs (each Slurm job
+spends ~20 s starting two nested Snakemake processes that parse the workflow), too long for the
+test suite: by default the workflow test runs one gather rule and the training jobs it needs.
+scripts/slurm/run_smoke_on_slurm.sh sets ADALOSS_SLURM_SMOKE=full to run all of it, up to the report.
 """
 
 import os
@@ -17,15 +22,20 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts" / "slurm"
 # Jobs run `python -m snakemake` and `python -m adaloss` from this interpreter's environment.
 VENV_BIN = Path(sys.executable).parent
 DAEMONS = ("munged", "slurmctld", "slurmd", "slurmdbd", "mariadbd")
-# What the smoke study's workflow needs in its copy, beside results it makes itself.
+FULL_SMOKE = os.environ.get("ADALOSS_SLURM_SMOKE") == "full"
+# The workflow as a checkout holds it; results, logs and .snakemake are made in the copy.
 WORKFLOW_FILES = ("Snakefile", "workflow", "config", "profiles")
 SACCT_FIELDS = ("JobID", "JobName", "Comment", "Partition", "AllocCPUS", "ReqMem", "Timelimit", "State", "Elapsed")
+# What the training jobs ask for, set in the config (not the profile's defaults): Slurm must show it.
+TRAIN_RESOURCES = {"threads": 1, "mem_mb": 1200, "runtime": 7, "slurm_partition": "batch"}
+ADALOSS_RUN = "results/runs/digits/resann/adaloss/seed0"
 
 
 def _why_not_runnable() -> str | None:
@@ -56,12 +66,22 @@ def sacct(job_ids: list[str]) -> list[dict[str, str]]:
     return [dict(zip(SACCT_FIELDS, line.split("|"))) for line in out.splitlines()]
 
 
+def state(row: dict[str, str]) -> str:
+    return row["State"].split()[0]  # "CANCELLED by 0" -> "CANCELLED"
+
+
 def job_state(job_id: str) -> str:
     rows = sacct([job_id])
-    return rows[0]["State"].split()[0] if rows else "UNKNOWN"  # "CANCELLED by 0"; not yet in slurmdbd
+    return state(rows[0]) if rows else "UNKNOWN"  # not in slurmdbd yet
 
 
-def wait_for(condition, what: str, seconds: float):
+def listing(rows: list[dict[str, str]]) -> str:
+    """sacct's rows without JobName (the run's UUID, the same for every job of one Snakemake run)."""
+    fields = [f for f in SACCT_FIELDS if f != "JobName"]
+    return "\n".join(["|".join(fields), *("|".join(r[f] for f in fields) for r in rows)])
+
+
+def wait_for(condition, what: str, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
         if time.monotonic() > deadline:
@@ -75,15 +95,127 @@ def print_now(capsys, text: str) -> None:
         print(f"\n{text}")
 
 
+def copy_study(dest: Path, overlay: dict) -> Path:
+    """The workflow in a folder of its own, with `overlay` as config/test_slurm.yaml."""
+    ignore = shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints")
+    dest.mkdir()
+    for name in WORKFLOW_FILES:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=ignore)
+        else:
+            shutil.copy2(src, dest / name)
+    (dest / "config" / "test_slurm.yaml").write_text(yaml.safe_dump(overlay))
+    return dest
+
+
+def snakemake(*args: str, timeout: int) -> list[str]:
+    """What a user types with the Slurm profile, on the smoke config, plus the test's overlay.
+
+    timeout -k: Snakemake can ignore SIGTERM while it waits on jobs, so SIGKILL follows.
+    """
+    return ["timeout", "-k", "15", str(timeout), sys.executable, "-m", "snakemake",
+            "--profile", "profiles/slurm", "--configfile", "config/smoke.yaml", "config/test_slurm.yaml",
+            "--slurm-init-seconds-before-status-checks", "1", *args]
+
+
+def submissions(log: str) -> dict[str, str]:
+    """Slurm job ID -> rule, from Snakemake's log lines `Job N has been submitted with SLURM jobid M`."""
+    found = re.findall(r"has been submitted with SLURM jobid (\d+) \(log: \S*/slurm_logs/rule_(\w+)/", log)
+    return dict(found)
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """A running test cluster for this module; stopped, and /etc/slurm restored, whatever happens."""
-    state = tmp_path_factory.mktemp("slurm-cluster")
+    state_dir = tmp_path_factory.mktemp("slurm-cluster")
     try:
-        subprocess.run([SCRIPTS / "start_cluster.sh", state], check=True, timeout=900)  # apt-get included
-        yield state
+        subprocess.run([SCRIPTS / "start_cluster.sh", state_dir], check=True, timeout=900)  # apt-get included
+        yield state_dir
     finally:
-        subprocess.run([SCRIPTS / "stop_cluster.sh", state], timeout=180)
+        subprocess.run([SCRIPTS / "stop_cluster.sh", state_dir], timeout=180)
+
+
+def test_smoke_study_jobs_go_through_sbatch_with_the_resources_of_the_config(cluster, tmp_path, capsys):
+    started = time.monotonic()
+    study = copy_study(tmp_path / "study", {"resources": TRAIN_RESOURCES})
+    targets = [] if FULL_SMOKE else ["results/tables/adaloss_weights.csv"]
+    env = job_env()
+    dry = subprocess.run(snakemake(*targets, "--dry-run", "--quiet", "rules", timeout=300),
+                         cwd=study, env=env, capture_output=True, text=True)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    stats = dry.stdout + dry.stderr
+    planned = dict(re.findall(r"^(\w+)\s+(\d+)$", stats[stats.index("Job stats:"):], re.M))
+    planned = {rule: int(n) for rule, n in planned.items() if rule != "total"}
+
+    run = subprocess.run(snakemake(*targets, timeout=1500 if FULL_SMOKE else 600),
+                         cwd=study, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = run.stdout
+    (tmp_path / "snakemake.log").write_text(log)
+    assert run.returncode == 0, log[-5000:]
+
+    # Every job of the DAG ran once: on Slurm, or (localrules) beside Snakemake.
+    remote = re.findall(r"^rule (\w+):$", log, re.M)
+    local = re.findall(r"^localrule (\w+):$", log, re.M)
+    ran = {rule: remote.count(rule) + local.count(rule) for rule in {*remote, *local}}
+    assert ran == planned
+    assert "train" in remote and "train" not in local
+
+    # Each remote job went through sbatch, and sacct lists exactly those, all completed.
+    jobs = submissions(log)
+    assert sorted(jobs.values()) == sorted(remote)
+    rows = sacct(list(jobs))
+    assert sorted(r["JobID"] for r in rows) == sorted(jobs)
+    assert all(state(r) == "COMPLETED" for r in rows), listing(rows)
+    run_id = re.search(r"SLURM run ID: (\S+)", log).group(1)
+    for r in rows:
+        assert r["JobName"] == run_id and r["Comment"].startswith(f"rule_{jobs[r['JobID']]}")
+        if jobs[r["JobID"]] == "train":
+            assert (r["Partition"], r["AllocCPUS"], r["ReqMem"], r["Timelimit"]) == (
+                TRAIN_RESOURCES["slurm_partition"], str(TRAIN_RESOURCES["threads"]),
+                f"{TRAIN_RESOURCES['mem_mb']}M", f"00:{TRAIN_RESOURCES['runtime']:02d}:00",
+            ), r
+
+    for target in targets or ["report/report.html"]:
+        assert (study / target).stat().st_size > 0
+    print_now(capsys, f"{'whole smoke study' if FULL_SMOKE else 'targets ' + ' '.join(targets)}: "
+                      f"{len(rows)} Slurm jobs, {len(local)} local jobs, {time.monotonic() - started:.0f} s\n"
+                      f"{listing(rows)}")
+
+
+def test_snakemake_resubmits_a_cancelled_training_job_and_it_resumes(cluster, tmp_path, capsys):
+    """scancel a training job of the workflow after its first checkpoint: the profile's retries
+    submit it again, and the new job continues after the saved epoch."""
+    started = time.monotonic()
+    study = copy_study(tmp_path / "study", {"train": {"epochs": 40}})  # 0.2-0.4 s per epoch
+    checkpoint = study / ADALOSS_RUN / "checkpoint.pt"
+    with open(tmp_path / "snakemake.log", "w+") as out:
+        proc = subprocess.Popen(snakemake(f"{ADALOSS_RUN}/exits.csv", timeout=600),
+                                cwd=study, env=job_env(), stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: checkpoint.exists() or proc.poll() is not None, "the first checkpoint", 300)
+            assert proc.poll() is None, (tmp_path / "snakemake.log").read_text()[-5000:]
+            queued = subprocess.run(["squeue", "--noheader", "--format=%i"],
+                                    check=True, capture_output=True, text=True).stdout.split()
+            assert len(queued) == 1, queued
+            subprocess.run(["scancel", queued[0]], check=True)
+            proc.wait(timeout=600)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        out.seek(0)
+        log = out.read()
+    assert proc.returncode == 0, log[-5000:]
+
+    jobs = submissions(log)
+    rows = sacct(list(jobs))
+    assert [state(r) for r in rows] == ["CANCELLED", "COMPLETED"], listing(rows)
+    train_log = (study / "logs/train/digits/resann/adaloss/seed0.log").read_text()
+    resumed = re.search(r"resumed digits/resann/adaloss/seed0 after epoch (\d+)", train_log)
+    assert resumed and 1 <= int(resumed.group(1)) < 40, train_log
+    assert len((study / ADALOSS_RUN / "log.csv").read_text().splitlines()) == 1 + 40  # header + every epoch once
+    print_now(capsys, f"cancelled under Snakemake, resubmitted, resumed after epoch {resumed.group(1)}; "
+                      f"{time.monotonic() - started:.0f} s\n{listing(rows)}")
 
 
 def test_a_cancelled_training_job_resumes_from_its_checkpoint_when_resubmitted(cluster, tmp_path, capsys):
@@ -93,7 +225,7 @@ def test_a_cancelled_training_job_resumes_from_its_checkpoint_when_resubmitted(c
     it gets is absolute: what a job on a cluster node sees of a shared file system.
     """
     started = time.monotonic()
-    run_dir = tmp_path / "shared" / "runs" / "digits" / "resann" / "adaloss" / "seed0"
+    run_dir = tmp_path / "shared" / ADALOSS_RUN
     job_cwd = tmp_path / "node-scratch"
     job_cwd.mkdir()
     epochs = 40  # 0.2-0.4 s each on one CPU: many seconds to cancel in after the first checkpoint
@@ -121,15 +253,13 @@ def test_a_cancelled_training_job_resumes_from_its_checkpoint_when_resubmitted(c
     # --wait: sbatch returns when the job ends, with the job's exit code.
     second = sbatch("second", "--wait")
     assert second.returncode == 0, (tmp_path / "second.err").read_text()
-    second_id = second.stdout.strip()
     err = (tmp_path / "second.err").read_text()
     resumed = re.search(r"resumed digits/resann/adaloss/seed0 after epoch (\d+)", err)
     assert resumed, err
     assert saved <= int(resumed.group(1)) < epochs  # the job may save an epoch or two after the check
     assert (run_dir / "exits.csv").exists()
     assert len((run_dir / "log.csv").read_text().splitlines()) == 1 + epochs  # header + every epoch once
-    rows = sacct([first, second_id])
-    assert [r["State"].split()[0] for r in rows] == ["CANCELLED", "COMPLETED"]
-    listing = "\n".join("|".join(r.values()) for r in rows)
-    print_now(capsys, f"scancel at epoch {saved}, resumed after epoch {resumed.group(1)}; "
-                      f"{time.monotonic() - started:.0f} s\n{'|'.join(SACCT_FIELDS)}\n{listing}")
+    rows = sacct([first, second.stdout.strip()])
+    assert [state(r) for r in rows] == ["CANCELLED", "COMPLETED"]
+    print_now(capsys, f"scancel at epoch {saved}, sbatch again, resumed after epoch {resumed.group(1)}; "
+                      f"{time.monotonic() - started:.0f} s\n{listing(rows)}")

@@ -11,7 +11,7 @@
 # STATE_DIR and put back by stop_cluster.sh. If any step fails, what was started is stopped again.
 #
 # Debian's slurm-wlm, munge, slurmdbd and mariadb-server are installed with apt-get when missing.
-# Settings and traps: shared/reference/slurm.md and docs/cluster.md.
+# The settings, and the traps behind them: docs/cluster.md.
 set -euo pipefail
 
 if [[ $# -ne 1 ]]; then
@@ -75,22 +75,26 @@ install_packages() {
 install_etc_file() {
     local name=$1 mode=$2 target=/etc/slurm/$1
     if [[ -e $target ]]; then
-        local first
-        first=$(head -n 1 "$target")
-        if [[ $first == "$marker_prefix"* ]]; then
-            log "$target belongs to another test cluster: stop it with" \
-                "$here/stop_cluster.sh ${first#"$marker_prefix"} (or delete the file if that cluster is gone)"
-            return 1
-        fi
         cp -p "$target" "$state/etc-backup/$name"
     fi
     install -m "$mode" "$state/etc/$name" "$target"
 }
 
 if [[ -d $state/pids ]] && [[ -n $(ls -A "$state/pids") ]]; then
-    echo "$0: $state already holds a cluster; stop it with stop_cluster.sh $state" >&2
+    echo "$0: $state already holds a cluster; stop it with $here/stop_cluster.sh $state" >&2
     exit 2
 fi
+# Another test cluster's config in /etc/slurm: its daemons hold the ports, and its backup of the
+# original file would be lost if this one's backup replaced it.
+for name in slurm.conf slurmdbd.conf; do
+    first=$(head -n 1 "/etc/slurm/$name" 2>/dev/null || true)
+    if [[ $first == "$marker_prefix"* ]]; then
+        echo "$0: /etc/slurm/$name belongs to another test cluster: stop it with" \
+            "$here/stop_cluster.sh ${first#"$marker_prefix"} (or delete the file if that cluster is gone)" >&2
+        exit 2
+    fi
+done
+
 mkdir -p "$state"/{pids,etc,etc-backup,log,munge,mysql,ctld,spool}
 # On any failure (set -e exits), stop what was started and put /etc/slurm back.
 trap 'if (($?)); then log "start failed; stopping what was started"; "$here/stop_cluster.sh" "$state"; fi' EXIT

@@ -44,11 +44,10 @@ stop_daemon() {
 
 # Cancel leftover jobs first (a test that failed half-way), so that no job step outlives slurmd.
 if live_pid slurmctld >/dev/null; then
-    jobs=$(squeue --noheader --format=%i 2>/dev/null)
-    if [[ -n $jobs ]]; then
-        log "cancelling leftover jobs: $(echo $jobs)"
-        # shellcheck disable=SC2086 # one job ID per word
-        scancel $jobs
+    mapfile -t jobs < <(squeue --noheader --format=%i 2>/dev/null)
+    if ((${#jobs[@]})); then
+        log "cancelling leftover jobs: ${jobs[*]}"
+        scancel "${jobs[@]}"
         for _ in $(seq 75); do  # KillWait is 5 s
             [[ -z $(squeue --noheader --format=%i 2>/dev/null) ]] && break
             sleep 0.2

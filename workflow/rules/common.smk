@@ -15,6 +15,8 @@ MODELS = config["models"]
 E3 = config["small_vs_large"]
 E4 = config["eann"]
 RUN = "results/runs/{dataset}/{model}/{weighting}/seed{seed}"
+TABLES = "results/tables"
+NOTEBOOKS = f"{workflow.basedir}/workflow/notebooks"
 EXPERIMENTS = [
     "e1_anytime",
     "e2_relative_to_opt",
@@ -41,13 +43,13 @@ _stray = sorted(set(DATASET_TRAIN) - set(config["datasets"]))
 _check(not _stray, f"dataset_train names {_stray}, which are not in `datasets`")
 
 
+WEIGHTINGS = sorted({*config["weightings"], E3["small_weighting"], E3["large_weighting"], E4["weighting"]})
+
+
 wildcard_constraints:
     dataset="|".join(config["datasets"]),
     model="|".join(MODELS),
-    weighting="|".join(
-        sorted({*config["weightings"], E3["small_weighting"], E3["large_weighting"], E4["weighting"]})
-    )
-    + r"|opt\d+",
+    weighting=rf"{'|'.join(WEIGHTINGS)}|opt\d+",
     seed=r"\d+",
 
 
@@ -96,9 +98,10 @@ def run_files(filename, models=None, weighting=None):
 
 
 def _flag(key, value):
-    flag = "--" + key.replace("_", "-")
+    name = key.replace("_", "-")
     if isinstance(value, bool):
-        return flag if value else "--no-" + flag[2:]
+        return f"--{name}" if value else f"--no-{name}"
+    flag = f"--{name}"
     if isinstance(value, list):
         return " ".join([flag, *map(str, value)])
     return f"{flag} {shlex.quote(str(value))}"
@@ -140,6 +143,20 @@ def get_adaloss_weights():
 
 def get_eann_exits():
     return run_files("exits.csv", models=E4["members"], weighting=E4["weighting"])
+
+
+def notebook_outputs(name, category):
+    """The figure (marked for `snakemake --report`), executed notebook and HTML of experiment `name`."""
+    return {
+        "figure": report(
+            f"results/figures/{name}.png",
+            caption=f"../report/{name}.rst",
+            category=category,
+            labels={"profile": config["profile"], "figure": name},
+        ),
+        "ipynb": f"results/notebooks/{name}.ipynb",
+        "html": f"results/notebooks/{name}.html",
+    }
 
 
 def get_figures():

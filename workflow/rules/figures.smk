@@ -3,7 +3,6 @@
 # Each notebook saves its figure atomically to results/figures/{exp}.png. The executed notebook and
 # its HTML are written to temporary names and renamed into place, so neither is ever half-written.
 
-NOTEBOOKS = f"{workflow.basedir}/workflow/notebooks"
 NOTEBOOK_SHELL = (
     "papermill {input.notebook} {output.ipynb}.tmp.ipynb -k python3 --log-output"
     " -p tables_dir results/tables -p fig_dir results/figures -p profile {params.profile}"
@@ -12,20 +11,6 @@ NOTEBOOK_SHELL = (
     " && jupyter nbconvert --to html --stdout {output.ipynb} > {output.html}.tmp 2>> {log}"
     " && mv {output.html}.tmp {output.html}"
 )
-
-
-def notebook_outputs(name, category):
-    """The figure (marked for `snakemake --report`), executed notebook and HTML of experiment `name`."""
-    return {
-        "figure": report(
-            f"results/figures/{name}.png",
-            caption=f"../report/{name}.rst",
-            category=category,
-            labels={"profile": config["profile"], "figure": name},
-        ),
-        "ipynb": f"results/notebooks/{name}.ipynb",
-        "html": f"results/notebooks/{name}.html",
-    }
 
 
 # E1: anytime test error against cumulative FLOPs per exit, every scheme and OPT

@@ -25,6 +25,6 @@ rule study_report:
         profile=config["profile"],
         configfiles=" ".join(map(str, workflow.configfiles)) or "(none)",
     shell:
-        "python -m adaloss report --tables {TABLES} --figures {input.figures}"
+        "python -m adaloss report --tables $(dirname {output.claims}) --figures {input.figures}"
         " --profile {params.profile} --configfiles {params.configfiles} --bench-dir results/bench"
         " --claims-out {output.claims} --out {output.html} > {log} 2>&1"

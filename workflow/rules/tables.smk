@@ -1,9 +1,6 @@
 # Tables: per-run outputs gathered into tidy CSVs under results/tables/ (adaloss.tables, adaloss.eann).
 # One gather rule per table; every rule only calls `python -m adaloss tables|eann`.
 
-TABLES = "results/tables"
-
-
 # E1: test error of every exit of every run, with its cumulative FLOPs
 rule anytime_errors:
     input:
