@@ -86,8 +86,9 @@ def test_cli_writes_curve_and_cost(tmp_path, members):
     anytime = pd.DataFrame({"dataset": "toy", "model": "big", "weighting": "opt", "seed": 0, "exit": [0, 2],
                             "flops": [100, 400], "error": [35.0, 6.0]})
     anytime.to_csv(tmp_path / "anytime.csv", index=False)
-    args = ["eann", "--exits", *map(str, paths), "--members", "small", "big", "--anytime", str(tmp_path / "anytime.csv"),
-            "--opt-model", "big", "--out", str(tmp_path / "eann.csv"), "--cost-out", str(tmp_path / "cost.csv")]
+    args = ["eann", "--exits", *map(str, paths), "--members", "small", "big",
+            "--anytime", str(tmp_path / "anytime.csv"), "--opt-model", "big",
+            "--out", str(tmp_path / "eann.csv"), "--cost-out", str(tmp_path / "cost.csv")]
     assert cli.main(args) == 0
     cost = pd.read_csv(tmp_path / "cost.csv")
     assert cost["factor"].tolist() == pytest.approx([1.0, 500 / 400])

@@ -43,18 +43,24 @@ def _bad_config(tmp_path: Path, edit) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("edit", "named"), [
-    (lambda c: c["train"].update(epoch=3), "epoch"),                          # typo of epochs
-    (lambda c: c.update(weightings=["const", "adaloos"]), "adaloos"),          # unknown scheme
-    (lambda c: c["models"]["resann"].update(widht=8), "widht"),                # typo of an arch option
-    (lambda c: c["models"]["resann"].update(arch="resnet"), "resnet"),         # unknown arch
-    (lambda c: c["train"].update(epochs="many"), "many"),                      # wrong type
-    (lambda c: c.update(eann={**c["eann"], "opt_model": "nope"}), "nope"),     # model not defined
+@pytest.mark.parametrize(("edit", "where", "named"), [
+    (lambda c: c["train"].update(epoch=3), "train", "epoch"),                        # typo of epochs
+    (lambda c: c.update(weightings=["const", "adaloos"]), "weightings.1", "adaloos"),  # unknown scheme
+    (lambda c: c["models"]["resann"].update(widht=8), "models.resann", "widht"),     # typo of an arch option
+    (lambda c: c["models"]["resann"].update(arch="resnet"), "models.resann.arch", "resnet"),  # unknown arch
+    (lambda c: c["train"].update(epochs="many"), "train.epochs", "many"),            # wrong type
 ])
-def test_a_bad_config_fails_at_once_naming_the_key(tmp_path, edit, named):
+def test_a_bad_config_fails_at_once_naming_the_key(tmp_path, edit, where, named):
     result = _snakemake("--dry-run", "--configfile", str(_bad_config(tmp_path, edit)), cwd=tmp_path, timeout=120)
     assert result.returncode != 0
-    assert named in result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert f"invalid config at {where}: " in output and named in output
+
+
+def test_an_undefined_model_is_named(tmp_path):
+    bad = _bad_config(tmp_path, lambda c: c["eann"].update(opt_model="nope"))
+    result = _snakemake("--dry-run", "--configfile", str(bad), cwd=tmp_path, timeout=120)
+    assert result.returncode != 0 and "models ['nope'] are used but not defined" in result.stdout + result.stderr
 
 
 def test_schema_train_defaults_are_the_trainconfig_defaults():
@@ -157,7 +163,8 @@ def test_the_report_renders_in_headless_chromium(smoke, tmp_path):
     assert widths, dom.stderr[-2000:]
     assert [int(w) > 0 for w in widths.group(1).split(",")] == [True] * 6
     shot = tmp_path / "report.png"
-    subprocess.run([*base, f"--screenshot={shot}", "--window-size=1200,3000", (smoke / "report" / "report.html").as_uri()],
+    report = (smoke / "report" / "report.html").as_uri()
+    subprocess.run([*base, f"--screenshot={shot}", "--window-size=1200,3000", report],
                    capture_output=True, timeout=120, check=True)
     assert shot.stat().st_size > 10_000
 

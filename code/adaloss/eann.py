@@ -31,8 +31,10 @@ from .tables import format_floats, read_csvs
 
 __all__ = ["compose", "extra_cost", "theory_sup_factor", "EANN_COLUMNS", "COST_COLUMNS"]
 
-EANN_COLUMNS = ["dataset", "seed", "budget", "member", "weighting", "exit", "chosen_model", "chosen_exit", "val_error", "error"]
-COST_COLUMNS = ["dataset", "seed", "opt_exit", "opt_flops", "opt_error", "eann_budget", "eann_error", "reached", "factor"]
+EANN_COLUMNS = ["dataset", "seed", "budget", "member", "weighting", "exit",
+                "chosen_model", "chosen_exit", "val_error", "error"]
+COST_COLUMNS = ["dataset", "seed", "opt_exit", "opt_flops", "opt_error",
+                "eann_budget", "eann_error", "reached", "factor"]
 
 
 def theory_sup_factor(b: float) -> float:

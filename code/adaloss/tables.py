@@ -103,15 +103,14 @@ def relative_to_opt(anytime: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
             continue
         exits = _budget_exits(ann)
         for (weighting, seed), run in ann.groupby(["weighting", "seed"], sort=True):
-            err = run.set_index("exit")["error"]
+            run = run.set_index("exit")
             for budget, k in zip(BUDGETS, exits):
                 if (seed, k) not in opt.index:
                     raise ValueError(f"{dataset}/{model}: no OPT network for exit {k}, seed {seed}")
-                o = float(opt[(seed, k)])
-                rel = 100.0 * (float(err[k]) - o) / o if o > 0 else float("nan")
+                o, e = float(opt[(seed, k)]), float(run.at[k, "error"])
                 rows.append({"dataset": dataset, "model": model, "weighting": weighting, "seed": int(seed),
-                             "budget": budget, "exit": k, "flops": int(run.set_index("exit")["flops"][k]),
-                             "error": float(err[k]), "opt_error": o, "rel_increase_pct": rel})
+                             "budget": budget, "exit": k, "flops": int(run.at[k, "flops"]), "error": e,
+                             "opt_error": o, "rel_increase_pct": 100.0 * (e - o) / o if o > 0 else float("nan")})
     seeds = pd.DataFrame(rows, columns=["dataset", "model", "weighting", "seed", "budget", "exit", "flops",
                                         "error", "opt_error", "rel_increase_pct"])
     seeds = _sorted(seeds, ["dataset", "model", "weighting", "budget", "seed"])

@@ -5,11 +5,20 @@ import copy
 import shlex
 from functools import lru_cache
 
+import jsonschema
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 # The overrides as written: validation fills every `train` default into them too.
 DATASET_TRAIN = copy.deepcopy(config.get("dataset_train", {}))
-validate(config, schema="../schemas/config.schema.yaml")
+try:
+    validate(config, schema="../schemas/config.schema.yaml")
+except WorkflowError as error:  # one line naming the key, instead of the whole schema
+    cause = error.__context__
+    if not isinstance(cause, jsonschema.ValidationError):
+        raise
+    where = ".".join(map(str, cause.absolute_path)) or "the top level"
+    raise WorkflowError(f"invalid config at {where}: {cause.message}") from None
 
 MODELS = config["models"]
 E3 = config["small_vs_large"]
@@ -56,6 +65,12 @@ wildcard_constraints:
 def train_options(dataset):
     """The TrainConfig fields of every run on `dataset`: `train`, then its `dataset_train` overrides."""
     return {**config["train"], **DATASET_TRAIN.get(dataset, {})}
+
+
+_check(
+    all(train_options(d)["val_fraction"] > 0 for d in config["datasets"]),
+    "train.val_fraction must be > 0: the EANN (E4) chooses its predictions on that hold-out",
+)
 
 
 @lru_cache(maxsize=None)
