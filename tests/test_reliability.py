@@ -80,10 +80,13 @@ def test_nan_loss_stops_with_run_epoch_step_and_exit(tmp_path):
     assert not (tmp_path / "run" / "exits.csv").exists()
 
 
-def test_checkpoint_from_a_different_config_is_refused(tmp_path):
+def test_checkpoint_from_a_different_config_is_refused_unless_restart_is_asked(tmp_path):
     train(tmp_path / "run", "--epochs", "1")
     result = train(tmp_path / "run", "--epochs", "1", "--lr", "0.05", check=False)
     assert result.returncode == 2 and "different configuration" in result.stderr and "lr" in result.stderr
+    restarted = train(tmp_path / "run", "--epochs", "1", "--lr", "0.05", "--restart-on-change")
+    assert "starting over" in restarted.stderr
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["identity"]["lr"] == 0.05
 
 
 @pytest.mark.parametrize(

@@ -34,7 +34,9 @@ def test_step_schedule_matches_the_authors_cifar_epochs():
 
 def test_step_schedule_scales_to_few_epochs():
     cfg = TrainConfig(dataset="digits", out="x", epochs=10)
-    assert [lr_at(cfg, e) for e in range(10)] == pytest.approx([0.1] * 5 + [0.01] * 2 + [0.001] + [2e-4] * 2)
+    assert [lr_at(cfg, e) for e in range(10)] == pytest.approx([0.1] * 5 + [0.01] * 2 + [0.001] * 2 + [2e-4])
+    one = TrainConfig(dataset="digits", out="x", epochs=1)
+    assert lr_at(one, 0) == pytest.approx(0.1)  # a one-epoch run trains at the base rate
 
 
 def test_weight_decay_covers_convs_and_heads_but_not_batchnorm():

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from . import atomic
 from .augment import DeviceLoader, ReferenceDataset, reference_transform
 from .models import build_model
-from .train import ExitLosses, resolve_device, train_step
+from .train import ExitLosses, cpu_name, resolve_device, train_step
 from .weighting import AdaLoss
 
 __all__ = ["add_arguments", "run_cli", "benchmark", "matmul_gflops"]
@@ -153,7 +152,7 @@ def benchmark(
     achieved = ours_ips * flops_per_image / 1e9
     return {
         "device": str(dev),
-        "device_name": torch.cuda.get_device_name(dev) if cuda else (platform.processor() or platform.machine()),
+        "device_name": torch.cuda.get_device_name(dev) if cuda else cpu_name(),
         "cpu_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "model": f"resann(n={n}, width={width})",

@@ -1,4 +1,4 @@
-"""Command line: `python -m adaloss {train,evaluate,costs,tables,bench,report} --help`.
+"""Command line: `python -m adaloss {train,evaluate,costs,bench,tables,eann,report} --help`.
 
 The Snakemake rules call these commands; every flag of `train` is a field of `train.TrainConfig`,
 generated from the dataclass so the two never drift apart.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import sys
 import typing
@@ -98,7 +99,9 @@ def _cmd_costs(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; only `command`'s module is imported among the extra commands,
+    so a command starts fast and one module's fault cannot break the others."""
     parser = argparse.ArgumentParser(prog="python -m adaloss", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -121,9 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, (module, help_text) in _EXTRA_COMMANDS.items():
         p = sub.add_parser(name, help=help_text)
-        mod = __import__(f"adaloss.{module}", fromlist=["add_arguments"])
-        mod.add_arguments(p)
-        p.set_defaults(func=mod.run_cli)
+        if name == command:
+            mod = importlib.import_module(f"adaloss.{module}")
+            mod.add_arguments(p)
+            p.set_defaults(func=mod.run_cli)
     return parser
 
 
@@ -137,7 +141,8 @@ _EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv[0] if argv else None).parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

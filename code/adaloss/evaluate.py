@@ -72,7 +72,7 @@ def exits_frame(
         {
             "dataset": cfg.dataset,
             "model": cfg.model_name,
-            "weighting": "opt" if cfg.weighting == "opt" else cfg.weighting,
+            "weighting": cfg.weighting,
             "seed": cfg.seed,
             "exit": c.exit,
             "flops": c.flops,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import platform
 import sys
 import time
@@ -39,7 +40,7 @@ from .flops import exit_costs
 from .models import build_model
 from .weighting import WEIGHTINGS, LossWeighting, make_weighting
 
-__all__ = ["TrainConfig", "Run", "ExitLosses", "train_step", "NonFiniteLossError", "CheckpointMismatchError", "fit", "lr_at", "resolve_device"]
+__all__ = ["TrainConfig", "Run", "ExitLosses", "train_step", "cpu_name", "NonFiniteLossError", "CheckpointMismatchError", "fit", "lr_at", "resolve_device"]
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -78,6 +79,7 @@ class TrainConfig:
     compile_mode: str = "default"  # torch.compile mode, e.g. reduce-overhead (CUDA graphs)
     eval_every: int = 1  # epochs between test evaluations in the log (the last epoch always)
     progress: bool = True
+    restart_on_change: bool = False  # a checkpoint from another config: start over instead of refusing
 
     def __post_init__(self) -> None:
         self.arch_opts = dict(self.arch_opts)
@@ -105,7 +107,8 @@ class TrainConfig:
     def identity(self) -> dict[str, Any]:
         """The fields that define the result; a checkpoint made under other values is refused.
         Device, threads, speed switches and the progress bar do not change what is computed on CPU."""
-        skip = {"out", "device", "threads", "channels_last", "bf16", "compile", "compile_mode", "eval_every", "progress", "data_root", "download"}
+        skip = {"out", "device", "threads", "channels_last", "bf16", "compile", "compile_mode", "eval_every", "progress", "data_root", "download",
+                "restart_on_change"}
         return {k: v for k, v in self.as_dict().items() if k not in skip}
 
     def as_dict(self) -> dict[str, Any]:
@@ -122,6 +125,17 @@ class CheckpointMismatchError(ValueError):
     """The run directory holds a checkpoint made with another configuration."""
 
 
+def cpu_name() -> str:
+    """The CPU's model name (platform.processor() is only the architecture on Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -130,10 +144,10 @@ def resolve_device(name: str) -> torch.device:
 
 def lr_at(cfg: TrainConfig, epoch: int) -> float:
     """Step schedule scaled to `cfg.epochs`: epoch e (0-based) uses the factor of the last milestone
-    round(fraction * epochs) that e has reached."""
+    ceil(fraction * epochs) that e has reached (ceil, so a short run starts at the base rate)."""
     factor = 1.0
     for frac, f in zip(cfg.lr_milestones, cfg.lr_factors):
-        if epoch >= round(frac * cfg.epochs):
+        if epoch >= math.ceil(frac * cfg.epochs - 1e-9):
             factor = f
     return cfg.lr * factor
 
@@ -269,6 +283,10 @@ class Run:
         mine = self.cfg.identity()
         if state["identity"] != mine:
             diff = sorted(k for k in set(mine) | set(state["identity"]) if mine.get(k) != state["identity"].get(k))
+            if self.cfg.restart_on_change:
+                print(f"{path} was made with another configuration ({', '.join(diff)} differ): starting over",
+                      file=sys.stderr)
+                return False
             raise CheckpointMismatchError(
                 f"{path} was made with a different configuration (differs in: {', '.join(diff)}); "
                 "use another output directory or delete the checkpoint to start over"
@@ -378,7 +396,7 @@ class Run:
             "final_weights": self.weighting.weights.detach().float().cpu().tolist(),
             "train_seconds": round(self.seconds, 3),
             "device": str(self.device),
-            "device_name": torch.cuda.get_device_name(self.device) if self.cuda else platform.processor() or platform.machine(),
+            "device_name": torch.cuda.get_device_name(self.device) if self.cuda else cpu_name(),
             "torch": torch.__version__,
             "python": platform.python_version(),
         }

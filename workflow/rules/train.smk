@@ -2,8 +2,7 @@
 # The run directory holds checkpoint.pt (not a declared output, so a failed or cancelled job
 # resumes from its last epoch), log.csv, exits.csv, weights.csv and metrics.json.
 # A checkpoint made with other flags (the config changed, or another profile trained this run
-# directory) would be refused by `train`; the job then starts over: the flags of the last attempt
-# are kept in .train_args beside it, and a checkpoint is removed unless they are unchanged.
+# directory) is discarded and the run starts over (--restart-on-change); same flags resume.
 
 
 rule train:
@@ -24,10 +23,7 @@ rule train:
         mem_mb=config["resources"]["mem_mb"],
         runtime=config["resources"]["runtime"],
         gpu=config["resources"]["gpu"],
+        slurm_partition=config["resources"]["slurm_partition"],
     shell:
-        "echo {params.args:q} > {params.out}/.train_args.new"
-        " && {{ cmp -s {params.out}/.train_args.new {params.out}/.train_args"
-        " || rm -f {params.out}/checkpoint.pt; }}"
-        " && mv {params.out}/.train_args.new {params.out}/.train_args"
-        " && python -m adaloss train --out {params.out} {params.args} --threads {threads} --no-progress"
-        " > {log} 2>&1"
+        "python -m adaloss train --out {params.out} {params.args} --threads {threads}"
+        " --no-progress --restart-on-change > {log} 2>&1"
