@@ -193,7 +193,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="DataLoader workers of the plain loop (default: 0 on CPU, up to 8 on CUDA)")
     p.add_argument("--compile", action="store_true", help="torch.compile our model")
     p.add_argument("--compile-mode", default="default", help="torch.compile mode (default, reduce-overhead, ...)")
-    p.add_argument("--out", default="results/bench", help="folder for <device>.json (default: results/bench)")
+    p.add_argument("--out", default=None,
+                   help="JSON file for the numbers (default: results/bench/<device>[_compiled_<mode>].json)")
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -207,5 +208,5 @@ def run_cli(args: argparse.Namespace) -> int:
     for key, value in result.items():
         print(f"{key:<{width}}  {value}")
     name = ("cuda" if result["device"].startswith("cuda") else "cpu") + (f"_compiled_{args.compile_mode}" if args.compile else "")
-    atomic.write_json(Path(args.out) / f"{name}.json", result)
+    atomic.write_json(args.out or Path("results/bench") / f"{name}.json", result)
     return 0

@@ -3,6 +3,19 @@
 # reproduces it, computed from the tables (also written as results/tables/claims.csv).
 
 
+# Training speed (issue 4): our step against a plain PyTorch loop, measured in one job.
+rule speed_bench:
+    output:
+        "results/bench/study.json",
+    log:
+        "logs/bench/study.log",
+    params:
+        args=" ".join(f"--{k.replace('_', '-')} {v}" for k, v in sorted(config["bench"].items())),
+    threads: max(1, config["bench"]["threads"])
+    shell:
+        "python -m adaloss bench {params.args} --out {output} > {log} 2>&1"
+
+
 rule study_report:
     input:
         tables=[
@@ -16,6 +29,7 @@ rule study_report:
             *rules.runs_table.output,
         ],
         figures=get_figures(),
+        bench=rules.speed_bench.output,
     output:
         html="report/report.html",
         claims=f"{TABLES}/claims.csv",
@@ -26,5 +40,5 @@ rule study_report:
         configfiles=" ".join(map(str, workflow.configfiles)) or "(none)",
     shell:
         "python -m adaloss report --tables $(dirname {output.claims}) --figures {input.figures}"
-        " --profile {params.profile} --configfiles {params.configfiles} --bench-dir results/bench"
+        " --profile {params.profile} --configfiles {params.configfiles} --bench-dir $(dirname {input.bench})"
         " --claims-out {output.claims} --out {output.html} > {log} 2>&1"
