@@ -83,12 +83,14 @@ def _train_jobs(dry_run_output: str) -> int:
 
 
 @pytest.mark.slow
-def test_the_paper_dag_builds_without_data(tmp_path):
+def test_the_paper_dag_builds_without_data_and_prints_trainings_and_gpu_hours(tmp_path):
     result = _snakemake("--dry-run", "--configfile", str(ROOT / "config" / "paper.yaml"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = _train_jobs(result.stdout)
     print(f"config/paper.yaml: {jobs} training jobs")
     assert jobs > 100
+    estimate = re.search(r"(\d+) trainings; about ([\d.]+) GPU-hours", result.stderr)
+    assert estimate and int(estimate[1]) == jobs and float(estimate[2]) > 10
 
 
 @pytest.fixture(scope="module")

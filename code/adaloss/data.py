@@ -37,7 +37,7 @@ from .augment import DeviceLoader, augment, normalize
 
 __all__ = [
     "DataError", "DatasetNotFoundError", "DeviceLoader", "ImageData",
-    "augment", "dataset_info", "load_dataset", "normalize",
+    "augment", "dataset_info", "load_dataset", "normalize", "train_size",
 ]
 
 _Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # x_train, y_train, x_test, y_test; x (N, C, H, W)
@@ -186,14 +186,15 @@ class _Builtin:
     crop_pad: int
     flip: bool
     read: Callable[[Path, bool], _Arrays]  # (root, download) -> arrays
+    train_images: int  # size of the training set (SVHN: train + extra)
 
 
 _BUILTINS = {
-    "cifar10": _Builtin(3, 32, 10, 4, True, partial(_read_cifar, "CIFAR10")),
-    "cifar100": _Builtin(3, 32, 100, 4, True, partial(_read_cifar, "CIFAR100")),
-    "svhn": _Builtin(3, 32, 10, 4, False, _read_svhn),
-    "digits": _Builtin(1, 8, 10, 1, False, _read_digits),
-    "mnist5k": _Builtin(1, 28, 10, 2, False, _read_mnist5k),
+    "cifar10": _Builtin(3, 32, 10, 4, True, partial(_read_cifar, "CIFAR10"), 50_000),
+    "cifar100": _Builtin(3, 32, 100, 4, True, partial(_read_cifar, "CIFAR100"), 50_000),
+    "svhn": _Builtin(3, 32, 10, 4, False, _read_svhn, 73_257 + 531_131),
+    "digits": _Builtin(1, 8, 10, 1, False, _read_digits, 1_437),
+    "mnist5k": _Builtin(1, 28, 10, 2, False, _read_mnist5k, 4_000),
 }
 
 
@@ -363,6 +364,14 @@ def load_dataset(
     x_train, y_train, x_val, y_val = _split_val(x_train, y_train, val_fraction, seed)
     mean, std = _channel_stats(x_train)
     return ImageData(name, x_train, y_train, x_val, y_val, x_test, y_test, num_classes, crop_pad, flip, mean, std)
+
+
+def train_size(name: str, root: str | Path = "data") -> int:
+    """Number of training images (before any validation hold-out), without loading a built-in set."""
+    if name in _BUILTINS:
+        return _BUILTINS[name].train_images
+    (x_train, *_), *_ = _read_npz(_npz_path(name, Path(root)))
+    return len(x_train)
 
 
 def dataset_info(name: str, root: str | Path = "data") -> tuple[int, int, int]:

@@ -76,3 +76,16 @@ def opt_exits(costs: Sequence[ExitCost],
         raise ValueError("costs is empty")
     total = costs[-1].flops
     return [min(costs, key=lambda c: (abs(c.flops - f * total), c.flops)).exit for f in fractions]
+
+
+# Training throughput we measured for a CUDA-graphed ResANN(5, 16) step on one H200 (docs/speed.md):
+# 9.17 TFLOP/s of forward+backward FLOPs. Small networks are launch-bound, so larger ones reach more:
+# an estimate from it errs on the high side.
+MEASURED_TRAIN_TFLOPS = 9.17
+
+
+def training_gpu_hours(forward_flops: int, images: int, epochs: int,
+                       tflops: float = MEASURED_TRAIN_TFLOPS) -> float:
+    """GPU-hours to train a network whose forward pass costs `forward_flops` per image (backward
+    counted as twice the forward, the usual rule) on `images` images for `epochs` epochs."""
+    return 3 * forward_flops * images * epochs / (tflops * 1e12) / 3600

@@ -2,7 +2,9 @@
 # final outputs, and the `get_<thing>` input functions. Everything that computes is in `adaloss`.
 
 import copy
+import re
 import shlex
+import sys
 from functools import lru_cache
 
 import jsonschema
@@ -74,19 +76,27 @@ _check(
 
 
 @lru_cache(maxsize=None)
-def opt_exit_list(dataset, model):
-    """The exits nearest 1/4, 1/2, 3/4 and 1 of `model`'s FLOPs on `dataset` (deduplicated): one OPT
-    network is trained for each. Counted here, at DAG-build time, from the built model."""
+def model_costs(dataset, model):
+    """Cumulative FLOPs and parameters per exit of `model` on `dataset`, counted at DAG-build time."""
     import torch
     from adaloss.data import dataset_info
-    from adaloss.flops import exit_costs, opt_exits
+    from adaloss.flops import exit_costs
     from adaloss.models import build_model
 
     torch.set_num_threads(1)  # tiny single-image passes: threads only add contention
     channels, size, classes = dataset_info(dataset, train_options(dataset)["data_root"])
     options = {k: v for k, v in MODELS[model].items() if k != "arch"}
     net = build_model(MODELS[model]["arch"], channels, classes, size, **options)
-    return sorted(set(opt_exits(exit_costs(net, (channels, size, size)))))
+    return exit_costs(net, (channels, size, size))
+
+
+@lru_cache(maxsize=None)
+def opt_exit_list(dataset, model):
+    """The exits nearest 1/4, 1/2, 3/4 and 1 of `model`'s FLOPs on `dataset` (deduplicated): one OPT
+    network is trained for each."""
+    from adaloss.flops import opt_exits
+
+    return sorted(set(opt_exits(model_costs(dataset, model))))
 
 
 @lru_cache(maxsize=None)
@@ -101,6 +111,30 @@ def study_runs():
             runs |= {(d, E3["small"], E3["small_weighting"], s), (d, E3["large"], E3["large_weighting"], s)}
             runs |= {(d, m, E4["weighting"], s) for m in E4["members"]}
     return tuple(sorted(runs))
+
+
+def estimated_gpu_hours():
+    """GPU-hours of every training of the study at the throughput we measured (adaloss.flops)."""
+    from adaloss.data import train_size
+    from adaloss.flops import training_gpu_hours
+
+    hours = 0.0
+    for d, m, w, s in study_runs():
+        opts = train_options(d)
+        costs = model_costs(d, m)
+        flops = costs[int(w[3:])].flops if w.startswith("opt") else costs[-1].flops
+        images = int(train_size(d, opts["data_root"]) * (1 - opts["val_fraction"]))
+        hours += training_gpu_hours(flops, images, opts["epochs"])
+    return hours
+
+
+# Snakemake decides on a dry run only after parsing, so the command line tells us.
+if any(a in ("--dry-run", "--dryrun") or re.fullmatch(r"-[a-zA-Z]*n[a-zA-Z]*", a) for a in sys.argv[1:]):
+    print(
+        f"{len(study_runs())} trainings; about {estimated_gpu_hours():.1f} GPU-hours at the training "
+        "throughput measured for CUDA-graphed ResANN(5, 16) on an H200 (docs/speed.md)",
+        file=sys.stderr,
+    )
 
 
 def run_files(filename, models=None, weighting=None):
