@@ -30,7 +30,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from . import atomic
 from .augment import DeviceLoader, ReferenceDataset, reference_transform
 from .models import build_model
-from .train import ExitLosses, cpu_name, resolve_device, train_step
+from .provenance import cpu_name
+from .train import ExitLosses, resolve_device, train_step
 from .weighting import AdaLoss
 
 __all__ = ["add_arguments", "run_cli", "benchmark", "matmul_gflops"]

@@ -26,6 +26,7 @@ import pandas as pd
 
 from . import atomic
 from .eann import theory_sup_factor
+from .provenance import cpu_name
 from .tables import BUDGETS, PAPER_RELATIVE_TO_OPT, difficulty, format_floats
 
 __all__ = [
@@ -266,16 +267,6 @@ def _img(path: Path) -> str:
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def training_span(benchmark_dir: Path, runs: pd.DataFrame) -> float | None:
     """Seconds from the first training job's start to the last one's end, from the Snakemake benchmark
     files of `runs` ({dataset}/{model}/{weighting}/seed{seed}.tsv, written at each job's end; start =
@@ -352,7 +343,7 @@ def build_html(tables: Path, figures: list[Path], profile: str, configfiles: str
         "<h2>What produced these results</h2><ul>",
         f"<li>Configuration: {scale_note} (config files: {html.escape(configfiles)})</li>",
         f"<li>{len(runs)} training runs, each trained once; training device(s): {html.escape(devices)}; "
-        f"torch {html.escape(', '.join(sorted(runs['torch'].unique())))}; report built on {html.escape(_cpu_name())}, "
+        f"torch {html.escape(', '.join(sorted(runs['torch'].unique())))}; report built on {html.escape(cpu_name())}, "
         f"{os.cpu_count()} logical CPUs, Python {platform.python_version()}</li>",
         f"<li>Compute: {runs['train_seconds'].sum() / 60:.1f} min in training loops (sum of train_seconds), "
         f"{runs['job_seconds'].sum() / 60:.1f} min of training-job wall time (sum over jobs, from Snakemake "

@@ -38,9 +38,10 @@ from .data import DeviceLoader, ImageData, load_dataset
 from .evaluate import anytime_errors, exits_frame
 from .flops import exit_costs
 from .models import build_model
+from .provenance import cpu_name
 from .weighting import WEIGHTINGS, LossWeighting, make_weighting
 
-__all__ = ["TrainConfig", "Run", "ExitLosses", "train_step", "cpu_name", "NonFiniteLossError", "CheckpointMismatchError", "fit", "lr_at", "resolve_device"]
+__all__ = ["TrainConfig", "Run", "ExitLosses", "train_step", "NonFiniteLossError", "CheckpointMismatchError", "fit", "lr_at", "resolve_device"]
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -123,17 +124,6 @@ class NonFiniteLossError(FloatingPointError):
 
 class CheckpointMismatchError(ValueError):
     """The run directory holds a checkpoint made with another configuration."""
-
-
-def cpu_name() -> str:
-    """The CPU's model name (platform.processor() is only the architecture on Linux)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def resolve_device(name: str) -> torch.device:
