@@ -22,6 +22,11 @@ except WorkflowError as error:  # one line naming the key, instead of the whole 
     where = ".".join(map(str, cause.absolute_path)) or "the top level"
     raise WorkflowError(f"invalid config at {where}: {cause.message}") from None
 
+# Commands run with the interpreter that runs Snakemake (a venv or conda env need not be on PATH;
+# under Slurm, jobs start Snakemake with that same interpreter).
+PYTHON = shlex.quote(sys.executable)
+ADALOSS = f"{PYTHON} -m adaloss"
+
 MODELS = config["models"]
 E3 = config["small_vs_large"]
 E4 = config["eann"]

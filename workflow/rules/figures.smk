@@ -4,11 +4,11 @@
 # its HTML are written to temporary names and renamed into place, so neither is ever half-written.
 
 NOTEBOOK_SHELL = (
-    "papermill {input.notebook} {output.ipynb}.tmp.ipynb -k python3 --log-output"
+    "{PYTHON} -m papermill {input.notebook} {output.ipynb}.tmp.ipynb -k python3 --log-output"
     " -p tables_dir results/tables -p fig_dir results/figures -p profile {params.profile}"
     " > {log} 2>&1"
     " && mv {output.ipynb}.tmp.ipynb {output.ipynb}"
-    " && jupyter nbconvert --to html --stdout {output.ipynb} > {output.html}.tmp 2>> {log}"
+    " && {PYTHON} -m jupyter nbconvert --to html --stdout {output.ipynb} > {output.html}.tmp 2>> {log}"
     " && mv {output.html}.tmp {output.html}"
 )
 

@@ -13,7 +13,7 @@ rule speed_bench:
         args=" ".join(f"--{k.replace('_', '-')} {v}" for k, v in sorted(config["bench"].items())),
     threads: max(1, config["bench"]["threads"])
     shell:
-        "python -m adaloss bench {params.args} --out {output} > {log} 2>&1"
+        "{ADALOSS} bench {params.args} --out {output} > {log} 2>&1"
 
 
 rule study_report:
@@ -39,6 +39,6 @@ rule study_report:
         profile=config["profile"],
         configfiles=" ".join(map(str, workflow.configfiles)) or "(none)",
     shell:
-        "python -m adaloss report --tables $(dirname {output.claims}) --figures {input.figures}"
+        "{ADALOSS} report --tables $(dirname {output.claims}) --figures {input.figures}"
         " --profile {params.profile} --configfiles {params.configfiles} --bench-dir $(dirname {input.bench})"
         " --claims-out {output.claims} --out {output.html} > {log} 2>&1"

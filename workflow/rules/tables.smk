@@ -10,7 +10,7 @@ rule anytime_errors:
     log:
         "logs/tables/anytime_errors.log",
     shell:
-        "python -m adaloss tables anytime --exits {input.exits} --out {output} > {log} 2>&1"
+        "{ADALOSS} tables anytime --exits {input.exits} --out {output} > {log} 2>&1"
 
 
 # E2: relative % increase in error over OPT at 1/4, 1/2, 3/4, 1 of the cost
@@ -23,7 +23,7 @@ rule relative_to_opt:
     log:
         "logs/tables/relative_to_opt.log",
     shell:
-        "python -m adaloss tables relative --anytime {input} --out {output.means}"
+        "{ADALOSS} tables relative --anytime {input} --out {output.means}"
         " --seeds-out {output.seeds} > {log} 2>&1"
 
 
@@ -34,7 +34,7 @@ rule paper_relative_to_opt:
     log:
         "logs/tables/paper_relative_to_opt.log",
     shell:
-        "python -m adaloss tables paper --out {output} > {log} 2>&1"
+        "{ADALOSS} tables paper --out {output} > {log} 2>&1"
 
 
 # E3: the small ANN with AdaLoss and the large one with CONST
@@ -49,7 +49,7 @@ rule small_vs_large:
         small=f"{E3['small']} {E3['small_weighting']}",
         large=f"{E3['large']} {E3['large_weighting']}",
     shell:
-        "python -m adaloss tables small-vs-large --anytime {input} --small {params.small}"
+        "{ADALOSS} tables small-vs-large --anytime {input} --small {params.small}"
         " --large {params.large} --out {output} > {log} 2>&1"
 
 
@@ -67,7 +67,7 @@ rule eann:
         members=" ".join(E4["members"]),
         opt_model=E4["opt_model"],
     shell:
-        "python -m adaloss eann --exits {input.exits} --members {params.members}"
+        "{ADALOSS} eann --exits {input.exits} --members {params.members}"
         " --anytime {input.anytime} --opt-model {params.opt_model}"
         " --out {output.curve} --cost-out {output.cost} > {log} 2>&1"
 
@@ -81,7 +81,7 @@ rule adaloss_weights:
     log:
         "logs/tables/adaloss_weights.log",
     shell:
-        "python -m adaloss tables weights --metrics {input} --out {output} > {log} 2>&1"
+        "{ADALOSS} tables weights --metrics {input} --out {output} > {log} 2>&1"
 
 
 # E6: AdaLoss's weights over training
@@ -94,7 +94,7 @@ rule weight_trajectories:
     log:
         "logs/tables/weight_trajectories.log",
     shell:
-        "python -m adaloss tables trajectories --metrics {input.metrics} --out {output} > {log} 2>&1"
+        "{ADALOSS} tables trajectories --metrics {input.metrics} --out {output} > {log} 2>&1"
 
 
 # Scale and compute time of every run (for the report)
@@ -107,5 +107,5 @@ rule runs_table:
     log:
         "logs/tables/runs.log",
     shell:
-        "python -m adaloss tables runs --metrics {input.metrics} --benchmarks {input.benchmarks}"
+        "{ADALOSS} tables runs --metrics {input.metrics} --benchmarks {input.benchmarks}"
         " --out {output} > {log} 2>&1"

@@ -25,5 +25,5 @@ rule train:
         gpu=config["resources"]["gpu"],
         slurm_partition=config["resources"]["slurm_partition"],
     shell:
-        "python -m adaloss train --out {params.out} {params.args} --threads {threads}"
+        "{ADALOSS} train --out {params.out} {params.args} --threads {threads}"
         " --no-progress --restart-on-change > {log} 2>&1"
