@@ -10,10 +10,13 @@ from __future__ import annotations
 import base64
 import dataclasses
 import io
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -180,3 +183,24 @@ def test_a_changed_config_retrains_the_run_from_scratch(smoke, tmp_path):
     result = _snakemake(f"{run}/exits.csv", "--cores", "1", "--configfile", str(config), cwd=smoke)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert len(pd.read_csv(smoke / run / "log.csv")) == 2
+
+
+@pytest.mark.slow
+def test_a_killed_study_finishes_on_a_plain_rerun_without_retraining(tmp_path):
+    """SIGKILL Snakemake and its jobs mid-study, then rerun the same command: it must finish, and no
+    training that had finished is trained again (its checkpoint is not rewritten)."""
+    command = [*SNAKEMAKE, "--directory", str(tmp_path), "--cores", "2", "--configfile", str(ROOT / "config" / "smoke.yaml")]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while len(list(tmp_path.glob("results/runs/*/*/*/*/exits.csv"))) < 3 and time.time() < deadline:
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = {p.parent: p.parent.joinpath("checkpoint.pt").stat().st_mtime_ns
+                for p in tmp_path.glob("results/runs/*/*/*/*/exits.csv")}
+    assert len(finished) >= 3 and not (tmp_path / "report" / "report.html").exists()
+
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-3000:]
+    assert (tmp_path / "report" / "report.html").exists()
+    assert {run: (run / "checkpoint.pt").stat().st_mtime_ns for run in finished} == finished
