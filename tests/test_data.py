@@ -377,6 +377,20 @@ def test_device_loader_resume_is_exact():
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_device_loader_chunk_size_does_not_change_the_batches(drop_last):
+    """Augmenting a chunk of batches at once is a speed choice only: per batch (chunk of one
+    batch), three batches, or the whole epoch give the same epoch, partial last batch included."""
+    x = torch.randint(0, 256, (53, 3, 6, 6), dtype=torch.uint8)
+    options = dict(shuffle=True, crop_pad=2, flip=True, mean=torch.full((3,), 0.4), std=torch.full((3,), 0.3),
+                   seed=5, drop_last=drop_last)
+    epochs = [list(DeviceLoader(x, torch.arange(53), 8, "cpu", chunk_images=c, **options)) for c in (1, 24, 10**6)]
+    assert len(epochs[0]) == (6 if drop_last else 7)
+    for other in epochs[1:]:
+        for (xa, ya), (xb, yb) in zip(epochs[0], other, strict=True):
+            assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_cuda_gives_the_cpu_batches():
     x = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8)

@@ -3,14 +3,15 @@
 Both sides train the same ResANN (same initial weights, AdaLoss, SGD) on the same synthetic uint8
 images for the same number of steps, after the same warm-up:
 
-* ours: the library's `train.train_step` fed by `augment.DeviceLoader` (one uint8 tensor on the
-  device, batched crop/flip/normalise there, no host sync per step; channels_last, and bf16 on CUDA);
+* ours: the library's `train.train_step` (or, with --cuda-graph, `graphed.GraphedStep`) fed by
+  `augment.DeviceLoader` (one uint8 tensor on the device, batched crop/flip/normalise there, no
+  host sync per step; channels_last, and bf16 where `train.bf16_native` finds bf16 hardware);
 * plain: what a typical PyTorch script does: torchvision per-sample transforms in a `Dataset`, a
   `DataLoader`, fp32, and `.item()` on the loss every step.
 
 It prints images/s of each, their ratio, and our achieved GFLOP/s (training FLOPs counted by
 `torch.utils.flop_counter` on one forward+backward) as a fraction of this machine's measured dense
-fp32 (CPU) or bf16 (CUDA) matmul GFLOP/s, and writes the numbers to `results/bench/<device>.json`.
+matmul GFLOP/s in the precision our step runs in (bf16 or fp32), and writes the numbers to `results/bench/<device>.json`.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from . import atomic
 from .augment import DeviceLoader, ReferenceDataset, reference_transform
 from .models import build_model
 from .provenance import cpu_name
-from .train import ExitLosses, resolve_device, train_step
+from .graphed import GraphedStep
+from .train import ExitLosses, bf16_native, resolve_device, train_step
 from .weighting import AdaLoss
 
 __all__ = ["add_arguments", "run_cli", "benchmark", "matmul_gflops"]
@@ -42,9 +44,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_gflops(device: torch.device, size: int = 2048, repeats: int = 10) -> float:
-    """Measured dense matmul throughput: the machine's practical ceiling for our FLOPs."""
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+def matmul_gflops(device: torch.device, dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
+    """Measured dense matmul throughput in `dtype` (the one our step computes in): the machine's
+    practical ceiling for our FLOPs."""
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     for _ in range(2):
@@ -91,6 +93,7 @@ def benchmark(
     workers: int = -1,
     compile: bool = False,
     compile_mode: str = "default",
+    cuda_graph: bool = False,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Run both loops and return the measurements (see the module docstring)."""
@@ -117,15 +120,20 @@ def benchmark(
     # ours
     model, ada, opt = fresh()
     model.to(memory_format=torch.channels_last)
-    loss_fn = ExitLosses(model, bf16=cuda)
+    bf16 = bf16_native(dev)
+    loss_fn = ExitLosses(model, bf16=bf16)
     loss_fn = torch.compile(loss_fn, mode=compile_mode) if compile else loss_fn
     loader = DeviceLoader(x, y, batch_size, dev, shuffle=True, crop_pad=4, flip=True, mean=mean, std=std,
                           seed=seed, drop_last=True)
     batches = _cycle(loader)
+    step = GraphedStep(loss_fn, ada, opt, channels_last=True) if cuda_graph else None
 
     def ours_step() -> None:
         xb, yb = next(batches)
-        train_step(loss_fn, ada, opt, xb, yb, channels_last=True)
+        if step is not None:
+            step(xb, yb)
+        else:
+            train_step(loss_fn, ada, opt, xb, yb, channels_last=True)
 
     ours_s = _timed(steps, warmup, ours_step, dev)
 
@@ -149,7 +157,7 @@ def benchmark(
     plain_s = _timed(steps, warmup, plain_step, dev)
 
     ours_ips, plain_ips = steps * batch_size / ours_s, steps * batch_size / plain_s
-    peak = matmul_gflops(dev)
+    peak = matmul_gflops(dev, torch.bfloat16 if bf16 else torch.float32)
     achieved = ours_ips * flops_per_image / 1e9
     return {
         "device": str(dev),
@@ -163,6 +171,8 @@ def benchmark(
         "warmup": warmup,
         "dataloader_workers": workers,
         "compile": compile_mode if compile else False,
+        "cuda_graph": cuda_graph,
+        "bf16": bf16,
         "ours_images_per_s": round(ours_ips, 1),
         "plain_images_per_s": round(plain_ips, 1),
         "ratio": round(ours_ips / plain_ips, 3),
@@ -170,6 +180,7 @@ def benchmark(
         "train_gflop_per_image": round(flops_per_image / 1e9, 4),
         "achieved_gflops": round(achieved, 2),
         "matmul_gflops": round(peak, 1),
+        "matmul_dtype": "bf16" if bf16 else "fp32",
         "fraction_of_matmul": round(achieved / peak, 4),
     }
 
@@ -192,10 +203,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = default)")
     p.add_argument("--workers", type=int, default=-1,
                    help="DataLoader workers of the plain loop (default: 0 on CPU, up to 8 on CUDA)")
-    p.add_argument("--compile", action="store_true", help="torch.compile our model")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False, help="torch.compile our model")
     p.add_argument("--compile-mode", default="default", help="torch.compile mode (default, reduce-overhead, ...)")
+    p.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=False,
+                   help="CUDA only: our whole step (optimizer included) as one CUDA graph (graphed.py)")
     p.add_argument("--out", default=None,
-                   help="JSON file for the numbers (default: results/bench/<device>[_compiled_<mode>].json)")
+                   help="JSON file for the numbers, or a folder for <device>[_compiled_<mode>][_graphed].json "
+                        "(default: the folder results/bench)")
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -204,10 +218,12 @@ def run_cli(args: argparse.Namespace) -> int:
     result = benchmark(n=args.n, width=args.width, batch_size=args.batch_size, steps=args.steps,
                        warmup=args.warmup, images=args.images, image_size=args.image_size, channels=args.channels,
                        device=args.device, workers=args.workers, compile=args.compile,
-                       compile_mode=args.compile_mode)
+                       compile_mode=args.compile_mode, cuda_graph=args.cuda_graph)
     width = max(len(k) for k in result)
     for key, value in result.items():
         print(f"{key:<{width}}  {value}")
     name = ("cuda" if result["device"].startswith("cuda") else "cpu") + (f"_compiled_{args.compile_mode}" if args.compile else "")
-    atomic.write_json(args.out or Path("results/bench") / f"{name}.json", result)
+    name += "_graphed" if args.cuda_graph else ""
+    out = Path(args.out) if args.out else Path("results/bench")
+    atomic.write_json(out / f"{name}.json" if out.is_dir() or not args.out else out, result)
     return 0

@@ -10,7 +10,7 @@ rule speed_bench:
     log:
         "logs/bench/study.log",
     params:
-        args=" ".join(f"--{k.replace('_', '-')} {v}" for k, v in sorted(config["bench"].items())),
+        args=" ".join(_flag(k, v) for k, v in sorted(config["bench"].items())),
     threads: max(1, config["bench"]["threads"])
     shell:
         "{ADALOSS} bench {params.args} --out {output} > {log} 2>&1"
