@@ -91,11 +91,14 @@ def test_graphed_step_matches_eager_steps_on_cuda():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
-def test_cuda_graph_run_trains_as_the_eager_run(tmp_path):
-    """A whole digits run (AdaLoss, an lr drop after epoch 1, fp32): the CUDA-graphed and the eager
-    step end with the same parameters and per-exit test errors."""
+def test_cuda_graph_run_trains_as_the_eager_run(tmp_path, monkeypatch):
+    """A whole digits run (one channel, AdaLoss, an lr drop after epoch 1, fp32): the CUDA-graphed
+    and the eager step end with the same parameters and per-exit test errors."""
     from adaloss.train import Run
 
+    # the same kernels in both: two trainings drift apart from any difference in rounding
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
     runs = []
     for graphed in (False, True):
         cfg = TrainConfig(dataset="digits", out=str(tmp_path / str(graphed)), arch_opts={"n": 1, "width": 8},

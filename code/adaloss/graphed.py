@@ -90,7 +90,9 @@ class GraphedStep:
     def _capture(self, x: Tensor, y: Tensor) -> None:
         self.graph = None  # release the previous capture's memory before recording anew
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        self._x = torch.empty_like(x, memory_format=fmt)
+        # the strides the eager step gives the model (with one channel, contiguous already counts as
+        # channels-last): other strides would make torch.compile recompile inside the capture
+        self._x = x.contiguous(memory_format=fmt).clone()
         self._y = torch.empty_like(y)
         self._w = self.weighting.weights.detach().clone().to(x.device)
         self.optimizer.zero_grad(set_to_none=True)  # gradients are then allocated inside the graph
