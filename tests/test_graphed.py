@@ -65,29 +65,58 @@ def test_cuda_graph_run_on_cpu_is_refused_before_training(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+ARCHS = [("resann", dict(n=1, width=8)), ("denseann", dict(n=2, growth=4)), ("msdnet", dict(n=2, growth=2, head_channels=8))]
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
-def test_graphed_step_matches_eager_steps_on_cuda():
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("arch,opts", ARCHS)
+def test_graphed_step_matches_eager_steps_on_cuda(arch, opts, channels_last, monkeypatch):
     """Eight steps with AdaLoss updating every 2 steps and a learning-rate change after step 5
-    (which forces a second capture): same losses, weights and parameters as eager steps."""
-    model_a, opt_a = _setup("cuda")
+    (which forces a second capture): the same losses, weights and parameters as eager steps, up to
+    rounding (in fp32 without TF32, MSDNet's convolutions may pick other kernels inside a capture:
+    2.6e-4 relative on H100; ResANN and DenseANN agree to 1e-4)."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    torch.manual_seed(0)
+    model_a = build_model(arch, 3, 10, 16, **opts).cuda()
     model_b = copy.deepcopy(model_a)
-    opt_b = torch.optim.SGD(model_b.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
-    ada_a, ada_b = AdaLoss(3, update_per=2).cuda(), AdaLoss(3, update_per=2).cuda()
-    graphed = GraphedStep(ExitLosses(model_b), ada_b, opt_b, warmup=2)
+    if channels_last:
+        model_a, model_b = (m.to(memory_format=torch.channels_last) for m in (model_a, model_b))
+    opt_a, opt_b = (torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3, fused=True)
+                    for m in (model_a, model_b))
+    k = model_a.num_exits
+    ada_a, ada_b = AdaLoss(k, update_per=2).cuda(), AdaLoss(k, update_per=2).cuda()
+    graphed = GraphedStep(ExitLosses(model_b), ada_b, opt_b, channels_last=channels_last, warmup=2)
     g = torch.Generator(device="cuda").manual_seed(0)
     for i in range(8):
         if i == 5:
             for opt in (opt_a, opt_b):
-                opt.param_groups[0]["lr"] = 0.01
+                for group in opt.param_groups:
+                    group["lr"] = 0.01
         x = torch.randn(16, 3, 16, 16, device="cuda", generator=g)
         y = torch.randint(0, 10, (16,), device="cuda", generator=g)
-        la = train_step(ExitLosses(model_a), ada_a, opt_a, x, y)
+        la = train_step(ExitLosses(model_a), ada_a, opt_a, x, y, channels_last=channels_last)
         lb = graphed(x, y)
-        torch.testing.assert_close(la, lb, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(la, lb, rtol=1e-3, atol=1e-4)
     assert graphed.captures == 2
-    torch.testing.assert_close(ada_a.weights, ada_b.weights)
+    torch.testing.assert_close(ada_a.weights, ada_b.weights, rtol=1e-3, atol=1e-4)
     for pa, pb in zip(model_a.parameters(), model_b.parameters(), strict=True):
-        torch.testing.assert_close(pa, pb, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(pa, pb, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_graphed_dropout_draws_new_masks_each_replay():
+    """DenseANN's dropout inside the graph: replays of one batch with lr 0 (nothing else changes)
+    give different losses, so each replay draws fresh random masks."""
+    torch.manual_seed(0)
+    model = build_model("denseann", 3, 10, 16, n=2, growth=4, dropout=0.5).cuda()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    step = GraphedStep(ExitLosses(model), make_weighting("const", model.num_exits).cuda(), opt, warmup=1)
+    x, y = torch.randn(16, 3, 16, 16, device="cuda"), torch.randint(0, 10, (16,), device="cuda")
+    losses = [step(x, y) for _ in range(4)]  # eager, then capture + replay, replay, replay
+    assert step.captures == 1
+    assert len({tuple(l.tolist()) for l in losses[1:]}) == 3
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")

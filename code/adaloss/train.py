@@ -258,7 +258,8 @@ class Run:
         """The training step on one batch: the eager `train_step`, or the whole step CUDA-graphed."""
         if self.cfg.cuda_graph:
             if not self.cuda:
-                raise ValueError(f"cuda_graph needs a CUDA device, but this run trains on {self.device}")
+                raise ValueError(f"cuda_graph needs a CUDA device, but this run trains on {self.device}; "
+                                 "set cuda_graph false (train: {cuda_graph: false} in a config) to train here")
             return GraphedStep(self.loss_fn, self.weighting, self.optimizer, self.upto, self.cfg.channels_last)
         return functools.partial(train_step, self.loss_fn, self.weighting, self.optimizer, upto=self.upto,
                                  channels_last=self.cfg.channels_last)

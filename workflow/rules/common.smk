@@ -137,7 +137,7 @@ def estimated_gpu_hours():
 if any(a in ("--dry-run", "--dryrun") or re.fullmatch(r"-[a-zA-Z]*n[a-zA-Z]*", a) for a in sys.argv[1:]):
     print(
         f"{len(study_runs())} trainings; about {estimated_gpu_hours():.1f} GPU-hours at the training "
-        "throughput measured for CUDA-graphed ResANN(5, 16) on an H200 (docs/speed.md)",
+        "throughput measured for compiled, CUDA-graphed ResANN(5, 16) on an H100 (docs/speed.md)",
         file=sys.stderr,
     )
 
