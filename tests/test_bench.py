@@ -1,0 +1,38 @@
+"""`python -m adaloss bench` on a tiny setting: both loops run and the numbers are written."""
+
+import json
+
+import pytest
+import torch
+
+from adaloss.bench import benchmark
+from adaloss.cli import main
+from adaloss.train import bf16_native
+
+TINY = ["--n", "1", "--width", "4", "--batch-size", "16", "--steps", "3", "--warmup", "1", "--images", "64",
+        "--image-size", "8", "--channels", "1", "--threads", "1"]
+
+
+def test_benchmark_measures_both_loops_and_states_its_precision():
+    result = benchmark(n=1, width=4, batch_size=16, steps=3, warmup=1, images=64, image_size=8, channels=1)
+    assert result["ours_images_per_s"] > 0 and result["plain_images_per_s"] > 0
+    assert result["ratio"] == round(result["ours_images_per_s"] / result["plain_images_per_s"], 3)
+    assert result["bf16"] == bf16_native(torch.device("cpu"))
+    assert result["matmul_dtype"] == ("bf16" if result["bf16"] else "fp32")
+    assert 0 < result["fraction_of_matmul"] < 1
+
+
+def test_bench_cli_writes_into_a_folder_or_a_named_file(tmp_path, capsys):
+    assert main(["bench", *TINY, "--out", str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "cpu.json").read_text())["steps"] == 3
+    named = tmp_path / "mine.json"
+    assert main(["bench", *TINY, "--out", str(named)]) == 0
+    assert json.loads(named.read_text())["model"] == "resann(n=1, width=4)"
+    assert "ratio" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")
+def test_bench_cuda_graph_without_a_gpu_is_a_clear_error(tmp_path, capsys):
+    assert main(["bench", *TINY, "--cuda-graph", "--out", str(tmp_path)]) == 2
+    assert "cuda_graph needs a CUDA device" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
