@@ -135,3 +135,26 @@ def test_costs_command_prints_cumulative_flops():
     rows = [line.split(",") for line in out.stdout.strip().splitlines()[1:]]
     flops = [int(r[1]) for r in rows]
     assert len(rows) == 3 and flops == sorted(flops)
+
+
+def test_the_final_test_errors_are_computed_once(tmp_path, monkeypatch):
+    """The last epoch's evaluation feeds both log.csv and exits.csv: no second pass over the test set."""
+    calls = []
+    original = Run.evaluate
+    monkeypatch.setattr(Run, "evaluate", lambda self, split="test": calls.append(split) or original(self, split))
+    metrics = fit(tiny_config(tmp_path, epochs=2))
+    assert calls == ["test", "test"]  # one per epoch
+    log = pd.read_csv(tmp_path / "run" / "log.csv")
+    assert metrics["final_test_error"] == [log[f"test_error_e{i}"].iloc[-1] for i in range(metrics["num_exits"])]
+
+
+def test_evaluate_command_reevaluates_a_finished_run(tmp_path):
+    from adaloss.evaluate import evaluate_checkpoint
+
+    trained = fit(tiny_config(tmp_path, epochs=1))
+    metrics_path = tmp_path / "run" / "metrics.json"
+    saved = json.loads(metrics_path.read_text())
+    saved["config"]["cuda_graph"] = True  # trained on a GPU with the graphed step: evaluating needs neither
+    metrics_path.write_text(json.dumps(saved))
+    again = evaluate_checkpoint(tmp_path / "run", device="cpu")
+    assert again["final_test_error"] == pytest.approx(trained["final_test_error"])

@@ -95,8 +95,8 @@ def evaluate_checkpoint(run_dir: str | Path, device: str = "auto") -> dict[str, 
     if not metrics_path.exists():
         raise FileNotFoundError(f"{metrics_path} not found: train the run first (python -m adaloss train)")
     config = json.loads(metrics_path.read_text())["config"]
-    config.update(out=str(run_dir), device=device, progress=False)
+    config.update(out=str(run_dir), device=device, progress=False, compile=False, cuda_graph=False)  # no training here
     run = Run(TrainConfig(**config))
     if not run.try_resume() or run.epoch < run.cfg.epochs:
         raise RuntimeError(f"{run_dir} holds no finished checkpoint; resume training with the same command")
-    return run.write_outputs()
+    return run.write_outputs(reevaluate=True)

@@ -399,9 +399,15 @@ class Run:
         bar.close()
         return self.write_outputs()
 
-    def write_outputs(self) -> dict[str, Any]:
+    def write_outputs(self, reevaluate: bool = False) -> dict[str, Any]:
+        """exits.csv, log.csv, weights.csv and metrics.json of the trained model. The test errors are
+        the last epoch's, already in the log, unless `reevaluate` (e.g. on another device)."""
         cfg, data = self.cfg, self.data
-        test = self.evaluate("test")
+        final = self.log_rows[-1] if self.log_rows else {}
+        if final.get("epoch") == cfg.epochs and not reevaluate:
+            test = [final[f"test_error_e{i}"] for i in range(self.num_exits)]
+        else:
+            test = self.evaluate("test")
         val = self.evaluate("val") if len(data.y_val) else [float("nan")] * self.num_exits
         costs = exit_costs(self.model, (data.in_channels, data.image_size, data.image_size))[: self.num_exits]
         frame = exits_frame(cfg, costs, test, val, only_last=cfg.weighting == "opt")
