@@ -79,3 +79,22 @@ def test_opt_exits() -> None:
     assert opt_exits(tie, fractions=(0.25,)) == [0]  # 25 is 5 from both: the cheaper exit
     with pytest.raises(ValueError, match="empty"):
         opt_exits([])
+
+
+def test_cached_exit_costs_count_once_and_key_on_the_model(tmp_path, monkeypatch):
+    """The workflow asks for every model's costs in each Snakemake process: counted once, then read
+    back; other options or a damaged file are counted anew."""
+    import adaloss.flops as flops
+
+    counted = []
+    real = flops.exit_costs
+    monkeypatch.setattr(flops, "exit_costs", lambda *a, **k: counted.append(1) or real(*a, **k))
+    opts = {"n": 1, "width": 4}
+    first = flops.cached_exit_costs("resann", 1, 10, 8, opts, tmp_path)
+    assert flops.cached_exit_costs("resann", 1, 10, 8, opts, tmp_path) == first and len(counted) == 1
+    assert first == real(build_model("resann", 1, 10, 8, **opts), (1, 8, 8))
+    wider = flops.cached_exit_costs("resann", 1, 10, 8, {"n": 1, "width": 8}, tmp_path)
+    assert len(counted) == 2 and wider[-1].flops > first[-1].flops
+    for f in tmp_path.glob("*.json"):
+        f.write_text("{ truncated")
+    assert flops.cached_exit_costs("resann", 1, 10, 8, opts, tmp_path) == first and len(counted) == 3

@@ -13,15 +13,21 @@ against OPT networks (paper.md §7 "Evaluation protocol", official_code.md §6 "
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from . import atomic
 from .models.base import AnytimeNet
 
-__all__ = ["ExitCost", "exit_costs", "opt_exits"]
+__all__ = ["ExitCost", "exit_costs", "cached_exit_costs", "opt_exits"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,37 @@ def exit_costs(model: AnytimeNet,
             costs.append(ExitCost(k, counter.get_total_flops(), _used_params(model, x, k)))
     finally:
         model.train(was_training)
+    return costs
+
+
+def _code_fingerprint() -> str:
+    """Hash of the code that decides a model's costs (this file and the models package)."""
+    files = [Path(__file__), *sorted((Path(__file__).parent / "models").glob("*.py"))]
+    return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
+
+
+def cached_exit_costs(arch: str, in_channels: int, num_classes: int, image_size: int,
+                      options: dict[str, Any], cache_dir: str | Path) -> list[ExitCost]:
+    """`exit_costs` of `build_model(arch, ...)`, remembered in `cache_dir` (one JSON file per model).
+
+    Why: the workflow needs every model's costs to know its OPT exits, and every Snakemake process
+    rebuilds the DAG: each Slurm job, each rerun. Building and tracing the paper's models takes
+    seconds each; a cache hit reads one small file. The key holds a hash of the model code, so
+    an edited architecture is never served stale costs.
+    """
+    from .models import build_model
+
+    spec = {"arch": arch, "in_channels": in_channels, "num_classes": num_classes, "image_size": image_size,
+            "options": options, "code": _code_fingerprint()}
+    key = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    path = Path(cache_dir) / f"{arch}_{key}.json"
+    try:
+        return [ExitCost(**c) for c in json.loads(path.read_text())["costs"]]
+    except (OSError, ValueError, KeyError, TypeError):  # absent or unreadable: count again
+        pass
+    costs = exit_costs(build_model(arch, in_channels, num_classes, image_size, **options),
+                       (in_channels, image_size, image_size))
+    atomic.write_json(path, {"spec": spec, "costs": [dataclasses.asdict(c) for c in costs]})
     return costs
 
 

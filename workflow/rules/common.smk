@@ -82,17 +82,16 @@ _check(
 
 @lru_cache(maxsize=None)
 def model_costs(dataset, model):
-    """Cumulative FLOPs and parameters per exit of `model` on `dataset`, counted at DAG-build time."""
+    """Cumulative FLOPs and parameters per exit of `model` on `dataset`, counted once and cached
+    in .snakemake/adaloss_costs/ (every Slurm job rebuilds the DAG)."""
     import torch
     from adaloss.data import dataset_info
-    from adaloss.flops import exit_costs
-    from adaloss.models import build_model
+    from adaloss.flops import cached_exit_costs
 
     torch.set_num_threads(1)  # tiny single-image passes: threads only add contention
     channels, size, classes = dataset_info(dataset, train_options(dataset)["data_root"])
     options = {k: v for k, v in MODELS[model].items() if k != "arch"}
-    net = build_model(MODELS[model]["arch"], channels, classes, size, **options)
-    return exit_costs(net, (channels, size, size))
+    return cached_exit_costs(MODELS[model]["arch"], channels, classes, size, options, ".snakemake/adaloss_costs")
 
 
 @lru_cache(maxsize=None)
