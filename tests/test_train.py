@@ -158,3 +158,17 @@ def test_evaluate_command_reevaluates_a_finished_run(tmp_path):
     metrics_path.write_text(json.dumps(saved))
     again = evaluate_checkpoint(tmp_path / "run", device="cpu")
     assert again["final_test_error"] == pytest.approx(trained["final_test_error"])
+
+
+def test_models_that_convolve_1x1_maps_train_in_fp32_on_cpu(tmp_path):
+    """oneDNN's bf16 conv backward is unreliable on 1x1 maps (train.convolves_unit_maps): MSDNet on
+    8x8 digits reaches them in its heads and must not get bf16 on CPU; ResANN on 8x8 does not."""
+    from adaloss.train import bf16_native, convolves_unit_maps
+
+    msd = build_model("msdnet", 1, 10, 8, n=1, growth=2, head_channels=4, s=1)
+    assert convolves_unit_maps(msd) and msd.training  # the probe leaves the mode as it was
+    assert not convolves_unit_maps(build_model("resann", 3, 10, 32, n=1, width=4))
+    assert not convolves_unit_maps(build_model("resann", 1, 10, 8, n=1, width=4))
+    run = Run(tiny_config(tmp_path, arch="msdnet", arch_opts=dict(n=1, growth=2, head_channels=4, s=1)))
+    assert run.bf16 is False
+    assert Run(tiny_config(tmp_path)).bf16 == bf16_native(torch.device("cpu"))

@@ -33,7 +33,7 @@ from .augment import DeviceLoader, ReferenceDataset, reference_transform
 from .models import build_model
 from .provenance import cpu_name
 from .graphed import GraphedStep
-from .train import ExitLosses, bf16_native, resolve_device, train_step
+from .train import ExitLosses, bf16_native, convolves_unit_maps, resolve_device, train_step
 from .weighting import AdaLoss
 
 __all__ = ["add_arguments", "run_cli", "benchmark", "matmul_gflops"]
@@ -120,7 +120,7 @@ def benchmark(
     # ours
     model, ada, opt = fresh()
     model.to(memory_format=torch.channels_last)
-    bf16 = bf16_native(dev)
+    bf16 = bf16_native(dev) and (cuda or not convolves_unit_maps(base))
     loss_fn = ExitLosses(model, bf16=bf16)
     loss_fn = torch.compile(loss_fn, mode=compile_mode) if compile else loss_fn
     loader = DeviceLoader(x, y, batch_size, dev, shuffle=True, crop_pad=4, flip=True, mean=mean, std=std,

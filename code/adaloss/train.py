@@ -43,7 +43,7 @@ from .models import build_model
 from .provenance import cpu_name
 from .weighting import WEIGHTINGS, LossWeighting, make_weighting
 
-__all__ = ["TrainConfig", "Run", "ExitLosses", "train_step", "NonFiniteLossError", "CheckpointMismatchError", "fit", "lr_at", "resolve_device", "bf16_native"]
+__all__ = ["TrainConfig", "Run", "ExitLosses", "train_step", "NonFiniteLossError", "CheckpointMismatchError", "fit", "lr_at", "resolve_device", "bf16_native", "convolves_unit_maps"]
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -136,6 +136,30 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def convolves_unit_maps(model: nn.Module) -> bool:
+    """Whether a convolution of `model` sees a 1x1 feature map, for one image of its input shape.
+
+    On CPU, oneDNN's bf16 convolution backward returns non-finite weight gradients for such maps
+    now and then (torch 2.14.1, a 2-core Xeon with AMX: 3x3, stride 2, padding 1, on (64, 4, 1, 1)
+    channels-last inputs, 5 of 20 tries; none at 2x2 and above), which small images reach in
+    MSDNet's coarse scales. Such models train in fp32 on CPU.
+    """
+    sizes: list[tuple[int, ...]] = []
+    hooks = [m.register_forward_pre_hook(lambda _, inputs: sizes.append(tuple(inputs[0].shape[-2:])))
+             for m in model.modules() if isinstance(m, nn.Conv2d)]
+    was_training = model.training
+    ref = next(model.parameters())
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, *model.input_shape, device=ref.device, dtype=ref.dtype))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return any(h * w == 1 for h, w in sizes)
 
 
 def bf16_native(device: torch.device) -> bool:
@@ -245,7 +269,7 @@ class Run:
             crop_pad=self.data.crop_pad, flip=self.data.flip, mean=self.data.mean, std=self.data.std,
             seed=cfg.seed, drop_last=True,
         )
-        self.bf16 = cfg.bf16 and bf16_native(self.device)
+        self.bf16 = cfg.bf16 and bf16_native(self.device) and (self.cuda or not convolves_unit_maps(self.model))
         loss_fn = ExitLosses(self.model, bf16=self.bf16)
         self.loss_fn = torch.compile(loss_fn, mode=cfg.compile_mode) if cfg.compile else loss_fn
         self.step = self._make_step()
