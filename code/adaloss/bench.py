@@ -3,9 +3,10 @@
 Both sides train the same ResANN (same initial weights, AdaLoss, SGD) on the same synthetic uint8
 images for the same number of steps, after the same warm-up:
 
-* ours: the library's `train.train_step` (or, with --cuda-graph, `graphed.GraphedStep`) fed by
-  `augment.DeviceLoader` (one uint8 tensor on the device, batched crop/flip/normalise there, no
-  host sync per step; channels_last, and bf16 where `train.bf16_native` finds bf16 hardware);
+* ours: the library's step (`train.make_step`: `train_step`, or with --cuda-graph
+  `graphed.GraphedStep`) fed by `augment.DeviceLoader` (one uint8 tensor on the device, batched
+  crop/flip/normalise there, no host sync per step; channels_last, and bf16 autocast where
+  `train.autocast_bf16` allows it);
 * plain: what a typical PyTorch script does: torchvision per-sample transforms in a `Dataset`, a
   `DataLoader`, fp32, and `.item()` on the loss every step.
 
@@ -32,8 +33,7 @@ from . import atomic
 from .augment import DeviceLoader, ReferenceDataset, reference_transform
 from .models import build_model
 from .provenance import cpu_name
-from .graphed import GraphedStep
-from .train import ExitLosses, bf16_native, convolves_unit_maps, resolve_device, train_step
+from .train import ExitLosses, autocast_bf16, make_step, resolve_device
 from .weighting import AdaLoss
 
 __all__ = ["add_arguments", "run_cli", "benchmark", "matmul_gflops"]
@@ -120,20 +120,16 @@ def benchmark(
     # ours
     model, ada, opt = fresh()
     model.to(memory_format=torch.channels_last)
-    bf16 = bf16_native(dev) and (cuda or not convolves_unit_maps(base))
+    bf16 = autocast_bf16(base, dev)
     loss_fn = ExitLosses(model, bf16=bf16)
     loss_fn = torch.compile(loss_fn, mode=compile_mode) if compile else loss_fn
     loader = DeviceLoader(x, y, batch_size, dev, shuffle=True, crop_pad=4, flip=True, mean=mean, std=std,
                           seed=seed, drop_last=True)
     batches = _cycle(loader)
-    step = GraphedStep(loss_fn, ada, opt, channels_last=True) if cuda_graph else None
+    step = make_step(loss_fn, ada, opt, channels_last=True, cuda_graph=cuda_graph)
 
     def ours_step() -> None:
-        xb, yb = next(batches)
-        if step is not None:
-            step(xb, yb)
-        else:
-            train_step(loss_fn, ada, opt, xb, yb, channels_last=True)
+        step(*next(batches))
 
     ours_s = _timed(steps, warmup, ours_step, dev)
 

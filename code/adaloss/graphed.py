@@ -78,7 +78,7 @@ class GraphedStep:
 
     def _eager(self, x: Tensor, y: Tensor) -> Tensor:
         """A normal step on a side stream, as CUDA graph warm-up asks."""
-        from .train import train_step
+        from .train import train_step  # here, not at the top: train imports this module
 
         side = torch.cuda.Stream(x.device)
         side.wait_stream(torch.cuda.current_stream(x.device))

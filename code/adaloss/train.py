@@ -43,7 +43,8 @@ from .models import build_model
 from .provenance import cpu_name
 from .weighting import WEIGHTINGS, LossWeighting, make_weighting
 
-__all__ = ["TrainConfig", "Run", "ExitLosses", "train_step", "NonFiniteLossError", "CheckpointMismatchError", "fit", "lr_at", "resolve_device", "bf16_native", "convolves_unit_maps"]
+__all__ = ["TrainConfig", "Run", "ExitLosses", "train_step", "NonFiniteLossError", "CheckpointMismatchError", "fit", "lr_at", "resolve_device", "bf16_native", "convolves_unit_maps",
+           "autocast_bf16", "make_step"]
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -162,6 +163,22 @@ def convolves_unit_maps(model: nn.Module) -> bool:
     return any(h * w == 1 for h, w in sizes)
 
 
+def autocast_bf16(model: nn.Module, device: torch.device) -> bool:
+    """Whether `model` trains with bf16 autocast on `device`: where the hardware has bf16 units,
+    except on CPU for models that convolve 1x1 maps (see `convolves_unit_maps`)."""
+    return bf16_native(device) and (device.type == "cuda" or not convolves_unit_maps(model))
+
+
+def make_step(loss_fn: Callable[..., Tensor], weighting: LossWeighting, optimizer: torch.optim.Optimizer,
+              upto: int | None = None, channels_last: bool = False,
+              cuda_graph: bool = False) -> Callable[[Tensor, Tensor], Tensor]:
+    """The training step on one batch, `step(x, y) -> per-exit losses`: the eager `train_step`, or
+    with `cuda_graph` the whole step as one CUDA graph (graphed.GraphedStep)."""
+    if cuda_graph:
+        return GraphedStep(loss_fn, weighting, optimizer, upto, channels_last)
+    return functools.partial(train_step, loss_fn, weighting, optimizer, upto=upto, channels_last=channels_last)
+
+
 def bf16_native(device: torch.device) -> bool:
     """Whether bf16 autocast speeds training up on `device`: on CUDA, and on CPUs with AMX tiles.
 
@@ -269,7 +286,7 @@ class Run:
             crop_pad=self.data.crop_pad, flip=self.data.flip, mean=self.data.mean, std=self.data.std,
             seed=cfg.seed, drop_last=True,
         )
-        self.bf16 = cfg.bf16 and bf16_native(self.device) and (self.cuda or not convolves_unit_maps(self.model))
+        self.bf16 = cfg.bf16 and autocast_bf16(self.model, self.device)
         loss_fn = ExitLosses(self.model, bf16=self.bf16)
         self.loss_fn = torch.compile(loss_fn, mode=cfg.compile_mode) if cfg.compile else loss_fn
         self.step = self._make_step()
@@ -279,14 +296,11 @@ class Run:
         self.seconds = 0.0
 
     def _make_step(self) -> Callable[[Tensor, Tensor], Tensor]:
-        """The training step on one batch: the eager `train_step`, or the whole step CUDA-graphed."""
-        if self.cfg.cuda_graph:
-            if not self.cuda:
-                raise ValueError(f"cuda_graph needs a CUDA device, but this run trains on {self.device}; "
-                                 "set cuda_graph false (train: {cuda_graph: false} in a config) to train here")
-            return GraphedStep(self.loss_fn, self.weighting, self.optimizer, self.upto, self.cfg.channels_last)
-        return functools.partial(train_step, self.loss_fn, self.weighting, self.optimizer, upto=self.upto,
-                                 channels_last=self.cfg.channels_last)
+        if self.cfg.cuda_graph and not self.cuda:  # refused before any training, not at the first batch
+            raise ValueError(f"cuda_graph needs a CUDA device, but this run trains on {self.device}; "
+                             "set cuda_graph false (train: {cuda_graph: false} in a config) to train here")
+        return make_step(self.loss_fn, self.weighting, self.optimizer, self.upto, self.cfg.channels_last,
+                         self.cfg.cuda_graph)
 
     def _make_weighting(self) -> LossWeighting:
         cfg = self.cfg
