@@ -43,8 +43,10 @@ from .models import build_model
 from .provenance import cpu_name
 from .weighting import WEIGHTINGS, LossWeighting, make_weighting
 
-__all__ = ["TrainConfig", "Run", "ExitLosses", "train_step", "NonFiniteLossError", "CheckpointMismatchError", "fit", "lr_at", "resolve_device", "bf16_native", "convolves_unit_maps",
-           "autocast_bf16", "make_step"]
+__all__ = [
+    "TrainConfig", "Run", "ExitLosses", "train_step", "make_step", "NonFiniteLossError", "CheckpointMismatchError",
+    "fit", "lr_at", "resolve_device", "bf16_native", "convolves_unit_maps", "autocast_bf16",
+]
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -114,7 +116,9 @@ class TrainConfig:
 
     def identity(self) -> dict[str, Any]:
         """The fields that define the result; a checkpoint made under other values is refused.
-        Device, threads, speed switches and the progress bar do not change what is computed on CPU."""
+        Device, threads, speed switches and the progress bar are left out, so a run can resume on
+        another machine: they move results only within rounding (bf16, which a CPU without AMX
+        does not use, the most)."""
         skip = {"out", "device", "threads", "channels_last", "bf16", "compile", "compile_mode", "cuda_graph", "eval_every", "progress",
                 "data_root", "download", "restart_on_change"}
         return {k: v for k, v in self.as_dict().items() if k not in skip}
