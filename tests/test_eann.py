@@ -9,9 +9,10 @@ from adaloss import cli
 from adaloss.eann import compose, extra_cost, theory_sup_factor
 
 
-def _member(model: str, flops: list[int], error: list[float], val_error: list[float], seed: int = 0) -> pd.DataFrame:
+def _member(model: str, flops: list[int], error: list[float], val_error: list[float], seed: int = 0,
+            weighting: str = "adaloss") -> pd.DataFrame:
     return pd.DataFrame({
-        "dataset": "toy", "model": model, "weighting": "adaloss", "seed": seed, "exit": range(len(flops)),
+        "dataset": "toy", "model": model, "weighting": weighting, "seed": seed, "exit": range(len(flops)),
         "flops": flops, "params": 0, "error": error, "val_error": val_error,
     })
 
@@ -69,6 +70,26 @@ def test_extra_cost_factor(members):
     assert cost["eann_budget"].tolist() == [50, 300, 500]
     assert cost["reached"].tolist() == [True, True, False]
     assert cost["factor"].tolist() == pytest.approx([1.0, 1.5, 1.25])
+
+
+def test_a_tolerance_counts_an_eann_within_it_of_opt_as_reaching_it(members):
+    curve = compose(members, ["small", "big"])
+    opt = pd.DataFrame({"dataset": "toy", "seed": 0, "exit": [2], "flops": [400], "error": [4.0]})
+    # 5% is within 25% of OPT's 4% (5 <= 1.25 * 4) but not within 10%
+    assert extra_cost(curve, opt, tolerance=0.25)["reached"].tolist() == [True]
+    assert extra_cost(curve, opt, tolerance=0.1)["reached"].tolist() == [False]
+    with pytest.raises(ValueError, match="tolerance"):
+        extra_cost(curve, opt, tolerance=-0.1)
+
+
+def test_one_eann_per_member_weighting(members):
+    const = members.assign(weighting="const", error=members["error"] + 2)
+    curve = compose(pd.concat([members, const], ignore_index=True), ["small", "big"])
+    assert curve.groupby("weighting").size().to_dict() == {"adaloss": 5, "const": 5}
+    ada, con = (curve[curve["weighting"] == w].reset_index(drop=True) for w in ("adaloss", "const"))
+    assert (con["error"] == ada["error"] + 2).all() and (con["member_error"] == ada["member_error"] + 2).all()
+    opt = pd.DataFrame({"dataset": "toy", "seed": 0, "exit": [1], "flops": [200], "error": [15.0]})
+    assert extra_cost(curve, opt)["weighting"].tolist() == ["adaloss", "const"]
 
 
 def test_theory_bound():

@@ -30,7 +30,7 @@ def train(out: Path, *extra: str, data_root: Path | None = None, check: bool = T
 
 def checkpoint_epoch(path: Path) -> int:
     try:
-        return torch.load(path, weights_only=False)["epoch"]
+        return torch.load(path, weights_only=True)["epoch"]
     except (FileNotFoundError, EOFError, RuntimeError):
         return 0
 
@@ -86,7 +86,7 @@ def test_checkpoint_from_a_different_config_is_refused_unless_restart_is_asked(t
     assert result.returncode == 2 and "different configuration" in result.stderr and "lr" in result.stderr
     restarted = train(tmp_path / "run", "--epochs", "1", "--lr", "0.05", "--restart-on-change")
     assert "starting over" in restarted.stderr
-    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["identity"]["lr"] == 0.05
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["identity"]["lr"] == 0.05
 
 
 @pytest.mark.parametrize(
@@ -165,4 +165,4 @@ def test_sigkill_during_checkpoint_writes_never_leaves_a_torn_checkpoint(tmp_pat
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         if (out / "checkpoint.pt").exists():
-            torch.load(out / "checkpoint.pt", weights_only=False)  # loads: never half-written
+            torch.load(out / "checkpoint.pt", weights_only=True)  # loads: never half-written

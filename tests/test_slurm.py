@@ -247,7 +247,7 @@ def test_a_cancelled_training_job_resumes_from_its_checkpoint_when_resubmitted(c
              "the first checkpoint", 120)
     subprocess.run(["scancel", first], check=True)
     wait_for(lambda: job_state(first) == "CANCELLED", f"job {first} to show as CANCELLED in sacct", 60)
-    saved = torch.load(checkpoint, weights_only=False)["epoch"]
+    saved = torch.load(checkpoint, weights_only=True)["epoch"]
     assert 1 <= saved < epochs and not (run_dir / "exits.csv").exists()
 
     # --wait: sbatch returns when the job ends, with the job's exit code.

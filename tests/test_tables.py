@@ -10,13 +10,14 @@ import pytest
 
 from adaloss import cli, tables
 
-FLOPS = [10, 20, 30, 40]  # one toy model with 4 exits: budgets 1/4..1 map to exits 0, 1, 2, 3
+FLOPS = [10, 20, 30, 40]  # one toy model with 4 exits: budgets 1/4..1 map to floor(f * 3) = exits 0, 1, 2, 3
 
 
 def _exits(weighting: str, seed: int, errors: list[float], exits: list[int] | None = None) -> pd.DataFrame:
     exits = list(range(len(errors))) if exits is None else exits
     return pd.DataFrame({"dataset": "toy", "model": "net", "weighting": weighting, "seed": seed, "exit": exits,
-                         "flops": [FLOPS[k] for k in exits], "params": 0, "error": errors, "val_error": errors})
+                         "flops": [FLOPS[k] for k in exits], "own_head_flops": [FLOPS[k] - k for k in exits],
+                         "params": 0, "error": errors, "val_error": errors})
 
 
 def _study(seeds=(0, 1)) -> pd.DataFrame:
@@ -29,7 +30,7 @@ def _study(seeds=(0, 1)) -> pd.DataFrame:
 
 def test_anytime_errors_has_the_interface_columns_sorted():
     frame = tables.anytime_errors(_study().sample(frac=1, random_state=0))
-    assert list(frame.columns) == ["dataset", "model", "weighting", "seed", "exit", "flops", "error"]
+    assert list(frame.columns) == ["dataset", "model", "weighting", "seed", "exit", "flops", "own_head_flops", "error"]
     assert frame.equals(frame.sort_values(tables.ANYTIME_COLUMNS[:5]).reset_index(drop=True))
 
 
@@ -64,14 +65,15 @@ def test_a_missing_opt_network_is_named():
         tables.relative_to_opt(study)
 
 
-def _run_dir(root: Path, weighting: str, seed: int, weights: list[float], opt_exit: int | None = None) -> Path:
-    run = root / f"{weighting}{seed}"
+def _run_dir(root: Path, weighting: str, seed: int, weights: list[float], opt_exit: int | None = None,
+             pool: str = "runs") -> Path:
+    run = root / pool / "toy" / "net" / (f"opt{opt_exit}" if weighting == "opt" else weighting) / f"seed{seed}"
     run.mkdir(parents=True)
     config = {"dataset": "toy", "model_name": "net", "weighting": weighting, "seed": seed, "opt_exit": opt_exit,
               "arch": "resann", "arch_opts": {"n": 1}, "epochs": 2, "batch_size": 8, "update_per": 5,
-              "val_fraction": 0.1}
+              "val_fraction": 0.1, "scale": "sum"}
     metrics = {"config": config, "final_weights": weights, "train_seconds": 1.5, "device": "cpu",
-               "device_name": "x86_64", "torch": "2"}
+               "device_name": "x86_64", "torch": "2", "bf16": False}
     (run / "metrics.json").write_text(json.dumps(metrics))
     pd.DataFrame({"step": [5, 5, 10, 10], "epoch": 1, "exit": [0, 1, 0, 1], "weight": [1, 1, 0.5, 1]}).to_csv(
         run / "weights.csv", index=False)
@@ -89,13 +91,25 @@ def test_final_weights_and_trajectories(tmp_path):
         tables.final_weights([_run_dir(tmp_path, "const", 0, [1.0, 1.0])])
 
 
-def test_runs_table_reads_benchmarks(tmp_path):
+def test_runs_table_matches_each_run_to_its_own_pools_benchmark(tmp_path):
     metrics = _run_dir(tmp_path, "opt", 0, [1.0], opt_exit=1)
-    bench = tmp_path / "bench" / "toy" / "net" / "opt1" / "seed0.tsv"
-    bench.parent.mkdir(parents=True)
-    bench.write_text("s\th:m:s\tmax_rss\n7.25\t0:00:07\t100\n")
-    runs = tables.runs_table([metrics], [bench])
-    assert runs[["weighting", "train_seconds", "job_seconds"]].values.tolist() == [["opt1", 1.5, 7.25]]
+    eann = _run_dir(tmp_path, "opt", 0, [1.0], opt_exit=1, pool="eann_runs")  # the same labels in another pool
+    benches = []
+    for pool, seconds in (("runs", 7.25), ("eann_runs", 3.5)):
+        benches.append(tmp_path / "bench" / pool / "toy" / "net" / "opt1" / "seed0.tsv")
+        benches[-1].parent.mkdir(parents=True)
+        benches[-1].write_text(f"s\th:m:s\tmax_rss\n{seconds}\t0:00:07\t100\n")
+    runs = tables.runs_table([metrics, eann], benches)
+    assert runs[["pool", "weighting", "train_seconds", "job_seconds"]].values.tolist() == [
+        ["eann_runs", "opt1", 1.5, 3.5], ["runs", "opt1", 1.5, 7.25]]
+
+
+def test_a_scaled_weighting_is_labelled_with_its_scale(tmp_path):
+    path = _run_dir(tmp_path, "const", 0, [1.0, 1.0])
+    metrics = json.loads(path.read_text())
+    metrics["config"]["scale"] = "log2"
+    path.write_text(json.dumps(metrics))
+    assert tables.runs_table([path])["weighting"].tolist() == ["const_log2"]
 
 
 def test_difficulty_orders_by_opt_final_error():

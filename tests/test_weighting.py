@@ -1,5 +1,7 @@
 """Weighting schemes against hand-computed vectors and a step-by-step AdaLoss reference."""
 
+import math
+
 import pytest
 import torch
 
@@ -8,7 +10,9 @@ from adaloss.weighting import (
     AdaLossGradNorm,
     UncertaintyWeighting,
     make_weighting,
+    split_label,
     static_weights,
+    weighting_label,
 )
 
 
@@ -164,7 +168,8 @@ def test_adaloss_grad_uses_gradient_norms():
     losses = [out, 2.0 * out]  # gradients x = [1,2,3] and 2x = [2,4,6]
     ada = AdaLossGradNorm(2, lin.parameters(), update_per=1, gamma=0.0)
     ada(losses)
-    assert ada.ema.tolist() == pytest.approx([0.5 * 14, 0.5 * 56])
+    # squared norms 14 and 56 over the 3 weight elements (the authors divide by elements, not tensors)
+    assert ada.ema.tolist() == pytest.approx([0.5 * 14 / 3, 0.5 * 56 / 3])
     assert ada.weights.tolist() == pytest.approx([1.0, 0.25])
 
 
@@ -177,3 +182,49 @@ def test_uncertainty_weighting_learns_inverse_loss_weights():
         wt(losses).backward()
         opt.step()
     assert wt.weights.tolist() == pytest.approx([0.25, 2.0], rel=1e-3)
+
+
+@pytest.mark.parametrize("name", ["const", "linear", "half_end", "sieve"])
+def test_log2_and_matched_scales_fix_the_sum_of_static_weights(name):
+    own = static_weights(name, 15)
+    log2 = make_weighting(name, 15, scale="log2").weights
+    matched = make_weighting(name, 15, scale="matched").weights
+    assert log2.sum().item() == pytest.approx(math.log2(15), rel=1e-6)
+    assert matched.sum().item() == pytest.approx(15.0, rel=1e-6)
+    # only the sum changes: the ratios between exits are the scheme's own
+    assert torch.allclose(log2 / log2[-1], own / own[-1]) and torch.allclose(matched / matched[-1], own / own[-1])
+
+
+def test_const_at_log2_scale_is_the_authors_pre_april_2018_const():
+    # before commit 13f62009 each CONST weight was log2(N)/N
+    assert make_weighting("const", 8, scale="log2").weights.tolist() == pytest.approx([3 / 8] * 8)
+
+
+def test_matched_adaloss_sums_to_k_at_every_update_with_the_same_balance():
+    seq = loss_sequence(20, 5)
+    plain, matched = AdaLoss(5, update_per=3), AdaLoss(5, update_per=3, scale="matched")
+    for losses in seq:
+        plain(torch.tensor(losses))
+        matched(torch.tensor(losses))
+        assert matched.weights.sum().item() == pytest.approx(5.0, rel=1e-6)
+        assert torch.allclose(matched.weights / matched.weights.sum(), plain.weights / plain.weights.sum())
+    assert plain.weights.sum().item() < 5.0 - 0.5  # the scheme's own sum is well below K, so matching changes it
+
+
+def test_weighting_labels_round_trip_and_bad_ones_are_named():
+    for name in ("const", "half_end", "adaloss"):
+        for scale in ("sum", "log2", "matched"):
+            assert split_label(weighting_label(name, scale)) == (name, scale)
+    assert weighting_label("const", "log2") == "const_log2" and weighting_label("adaloss") == "adaloss"
+    with pytest.raises(ValueError, match="unknown weighting label 'const_half'"):
+        split_label("const_half")
+    with pytest.raises(ValueError, match="unknown loss scale 'double'"):
+        make_weighting("const", 3, scale="double")
+    with pytest.raises(ValueError, match="takes no loss scale"):
+        make_weighting("uncertainty", 3, scale="matched")
+
+
+def test_adaloss_state_from_another_scale_is_refused():
+    state = AdaLoss(3).state_dict()
+    with pytest.raises(ValueError, match="scale"):
+        AdaLoss(3, scale="matched").load_state_dict(state)

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
 __all__ = ["anytime_errors", "exits_frame", "EXIT_COLUMNS", "evaluate_checkpoint"]
 
-EXIT_COLUMNS = ["dataset", "model", "weighting", "seed", "exit", "flops", "params", "error", "val_error"]
+EXIT_COLUMNS = ["dataset", "model", "weighting", "seed", "exit", "flops", "own_head_flops", "params", "error",
+                "val_error"]
 
 
 @torch.no_grad()
@@ -72,10 +73,11 @@ def exits_frame(
         {
             "dataset": cfg.dataset,
             "model": cfg.model_name,
-            "weighting": cfg.weighting,
+            "weighting": cfg.weighting_label,
             "seed": cfg.seed,
             "exit": c.exit,
             "flops": c.flops,
+            "own_head_flops": c.own_head_flops,
             "params": c.params,
             "error": round(float(test_error[c.exit]), 6),
             "val_error": round(float(val_error[c.exit]), 6),

@@ -3,7 +3,9 @@
 Each function here is pure (DataFrames in, DataFrame out); `python -m adaloss tables NAME` wraps one
 of them for a Snakemake rule. The three interface tables and their columns are fixed:
 
-* `anytime_errors.csv`  dataset, model, weighting, seed, exit, flops, error (test error, %)
+* `anytime_errors.csv`  dataset, model, weighting, seed, exit, flops, own_head_flops, error (test
+  error, %); `flops` is the anytime cost (every earlier head included), `own_head_flops` the authors'
+  (backbone plus that exit's own head), see `flops.py`
 * `relative_to_opt.csv` dataset, model, weighting, budget, rel_increase_pct (mean over seeds)
 * `adaloss_weights.csv` dataset, model, seed, exit, weight (AdaLoss's final weights)
 
@@ -11,10 +13,10 @@ and beside them: `relative_to_opt_seeds.csv` (the per-seed pairs behind the mean
 `weight_trajectories.csv`, `small_vs_large.csv`, `runs.csv` (scale and compute time per run) and
 `paper_relative_to_opt.csv` (the paper's published row, flagged unverified).
 
-Relative increase over OPT (paper.md §7): 100 * (err_scheme(k) - err_OPT(k)) / err_OPT(k) at the exit
-k nearest 1/4, 1/2, 3/4 and 1 of the model's total FLOPs (`flops.opt_exits`, the same rule that chose
-the OPT networks); seed s of a scheme is paired with seed s of OPT. An OPT error of 0 leaves the
-ratio undefined (empty cell) rather than infinite.
+Relative increase over OPT (paper.md §7): 100 * (err_scheme(k) - err_OPT(k)) / err_OPT(k) at the
+predictor index k = floor(f * (K - 1)) for f = 1/4, 1/2, 3/4, 1 (`flops.opt_exits`, the authors'
+placement, the same rule that chose the OPT networks); seed s of a scheme is paired with seed s of
+OPT. An OPT error of 0 leaves the ratio undefined (empty cell) rather than infinite.
 
 Byte-stable output: rows are sorted on their key columns and floats written with `FLOAT_FORMAT`.
 """
@@ -29,7 +31,8 @@ from pathlib import Path
 import pandas as pd
 
 from . import atomic
-from .flops import ExitCost, opt_exits
+from .flops import opt_exits
+from .weighting import weighting_label
 
 __all__ = [
     "ANYTIME_COLUMNS", "RELATIVE_COLUMNS", "WEIGHTS_COLUMNS", "BUDGETS", "PAPER_RELATIVE_TO_OPT",
@@ -37,7 +40,7 @@ __all__ = [
     "weight_trajectories", "runs_table", "small_vs_large", "difficulty", "paper_table",
 ]
 
-ANYTIME_COLUMNS = ["dataset", "model", "weighting", "seed", "exit", "flops", "error"]
+ANYTIME_COLUMNS = ["dataset", "model", "weighting", "seed", "exit", "flops", "own_head_flops", "error"]
 RELATIVE_COLUMNS = ["dataset", "model", "weighting", "budget", "rel_increase_pct"]
 WEIGHTS_COLUMNS = ["dataset", "model", "seed", "exit", "weight"]
 BUDGETS = (0.25, 0.5, 0.75, 1.0)  # fractions of the total cost where OPT networks sit
@@ -86,12 +89,6 @@ def anytime_errors(exits: pd.DataFrame) -> pd.DataFrame:
     return _sorted(exits[ANYTIME_COLUMNS], ANYTIME_COLUMNS[:5])
 
 
-def _budget_exits(ann: pd.DataFrame) -> list[int]:
-    """The exits nearest each of BUDGETS for one model, from the per-exit costs of any of its ANN runs."""
-    costs = ann.drop_duplicates("exit").sort_values("exit")
-    return opt_exits([ExitCost(int(r.exit), int(r.flops), 0) for r in costs.itertuples()], BUDGETS)
-
-
 def relative_to_opt(anytime: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(means over seeds, per-seed pairs) of the relative % increase in error over OPT, for every
     model that has OPT networks and every scheme it was trained with."""
@@ -101,7 +98,7 @@ def relative_to_opt(anytime: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         ann = group[group["weighting"] != "opt"]
         if opt.empty or ann.empty:
             continue
-        exits = _budget_exits(ann)
+        exits = opt_exits(int(ann["exit"].max()) + 1, BUDGETS)
         for (weighting, seed), run in ann.groupby(["weighting", "seed"], sort=True):
             run = run.set_index("exit")
             for budget, k in zip(BUDGETS, exits):
@@ -121,7 +118,8 @@ def relative_to_opt(anytime: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 def _run_labels(metrics_path: Path) -> dict[str, object]:
     """dataset, model, weighting label (opt{k} for OPT) and seed of a run, from its metrics.json."""
     cfg = json.loads(metrics_path.read_text())["config"]
-    weighting = f"opt{cfg['opt_exit']}" if cfg["weighting"] == "opt" else cfg["weighting"]
+    weighting = f"opt{cfg['opt_exit']}" if cfg["weighting"] == "opt" else weighting_label(cfg["weighting"],
+                                                                                          cfg["scale"])
     return {"dataset": cfg["dataset"], "model": cfg["model_name"], "weighting": weighting, "seed": cfg["seed"]}
 
 
@@ -150,33 +148,37 @@ def weight_trajectories(metrics_paths: Iterable[str | Path]) -> pd.DataFrame:
     return _sorted(frame, cols[:4] + ["exit"])
 
 
-def _benchmark_seconds(paths: Iterable[str | Path]) -> dict[tuple[str, str, str, int], float]:
-    """Job wall seconds from Snakemake benchmark files laid out as .../{dataset}/{model}/{weighting}/seed{seed}.tsv."""
-    seconds = {}
-    for path in map(Path, paths):
-        dataset, model, weighting = path.parts[-4:-1]
-        seconds[(dataset, model, weighting, int(path.stem.removeprefix("seed")))] = float(
-            pd.read_csv(path, sep="\t")["s"].iloc[0])
-    return seconds
+def _run_key(path: Path) -> tuple[str, str, str, str, int]:
+    """(pool, dataset, model, weighting, seed) of `.../{pool}/{dataset}/{model}/{weighting}/seed{seed}[...]`,
+    the layout shared by run directories (`runs`, `eann_runs`) and their benchmark files."""
+    pool, dataset, model, weighting, seed = path.parts[-5:]
+    return pool, dataset, model, weighting, int(seed.removeprefix("seed").removesuffix(".tsv"))
+
+
+def _benchmark_seconds(paths: Iterable[str | Path]) -> dict[tuple[str, str, str, str, int], float]:
+    """Job wall seconds from Snakemake benchmark files laid out as their run directories."""
+    return {_run_key(Path(p)): float(pd.read_csv(p, sep="\t")["s"].iloc[0]) for p in paths}
 
 
 def runs_table(metrics_paths: Iterable[str | Path], benchmark_paths: Iterable[str | Path] = ()) -> pd.DataFrame:
-    """One row per run: its scale (arch, options, epochs, batch) and what it cost: seconds in the
-    training loop, seconds of the whole job (imports, data, evaluation; from the benchmark files, if
-    given) and the device."""
+    """One row per run: its pool (`runs`, or `eann_runs` for EANN members), scale (arch, options,
+    epochs, batch) and what it cost: seconds in the training loop, seconds of the whole job
+    (imports, data, evaluation; from the benchmark files, if given), the device and precision."""
     job = _benchmark_seconds(benchmark_paths)
     rows = []
     for path in map(Path, metrics_paths):
         m = json.loads(path.read_text())
         cfg, labels = m["config"], _run_labels(path)
+        pool = _run_key(path.parent)[0]
         rows.append({
-            **labels, "arch": cfg["arch"], "arch_opts": json.dumps(cfg["arch_opts"], sort_keys=True),
+            "pool": pool, **labels, "arch": cfg["arch"], "arch_opts": json.dumps(cfg["arch_opts"], sort_keys=True),
             "epochs": cfg["epochs"], "batch_size": cfg["batch_size"], "update_per": cfg["update_per"],
             "val_fraction": cfg["val_fraction"], "train_seconds": float(m["train_seconds"]),
-            "job_seconds": job.get(tuple(labels.values()), float("nan")),
-            "device": m["device"], "device_name": m["device_name"], "torch": m["torch"],
+            "job_seconds": job.get((pool, *labels.values()), float("nan")),
+            "device": m["device"], "device_name": m["device_name"], "bf16": bool(m["bf16"]),
+            "torch": m["torch"],
         })
-    return _sorted(pd.DataFrame(rows), ["dataset", "model", "weighting", "seed"])
+    return _sorted(pd.DataFrame(rows), ["pool", "dataset", "model", "weighting", "seed"])
 
 
 def small_vs_large(anytime: pd.DataFrame, small: str, small_weighting: str, large: str,

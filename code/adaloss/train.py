@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import json
 import math
+import pickle
 import platform
 import sys
 import time
@@ -41,10 +42,11 @@ from .flops import exit_costs
 from .graphed import GraphedStep
 from .models import build_model
 from .provenance import cpu_name
-from .weighting import WEIGHTINGS, LossWeighting, make_weighting
+from .weighting import SCALES, WEIGHTINGS, LossWeighting, make_weighting, weighting_label
 
 __all__ = [
     "TrainConfig", "Run", "ExitLosses", "train_step", "make_step", "NonFiniteLossError", "CheckpointMismatchError",
+    "UnsafeCheckpointError", "load_checkpoint",
     "fit", "lr_at", "resolve_device", "bf16_native", "convolves_unit_maps", "autocast_bf16",
 ]
 
@@ -61,6 +63,7 @@ class TrainConfig:
     arch_opts: dict[str, Any] = field(default_factory=dict)
     model_name: str = ""  # label in tables; defaults to `arch`
     weighting: str = "adaloss"
+    scale: str = "sum"  # sum of the loss weights: the scheme's own, log2 K or K (weighting.SCALES)
     opt_exit: int | None = None  # for weighting "opt": train only up to this exit (0-based)
     gamma: float = 0.07  # AdaLoss mixing with constant weights (--adaloss_gamma)
     ada_momentum: float = 0.9  # AdaLoss EMA momentum (--adaloss_momentum)
@@ -99,6 +102,8 @@ class TrainConfig:
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size}")
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"unknown weighting {self.weighting!r}; valid: {', '.join(WEIGHTINGS)}")
+        if self.scale not in SCALES:
+            raise ValueError(f"unknown loss scale {self.scale!r}; valid: {', '.join(SCALES)}")
         if (self.weighting == "opt") != (self.opt_exit is not None):
             raise ValueError("weighting 'opt' needs opt_exit (the exit it trains), and only 'opt' takes it")
         if len(self.lr_milestones) != len(self.lr_factors):
@@ -110,8 +115,13 @@ class TrainConfig:
                              "'default' or 'max-autotune-no-cudagraphs', not 'reduce-overhead'")
 
     @property
+    def weighting_label(self) -> str:
+        """The weighting as tables and paths name it: `weighting_label(weighting, scale)`."""
+        return weighting_label(self.weighting, self.scale)
+
+    @property
     def run_label(self) -> str:
-        w = f"opt{self.opt_exit}" if self.weighting == "opt" else self.weighting
+        w = f"opt{self.opt_exit}" if self.weighting == "opt" else self.weighting_label
         return f"{self.dataset}/{self.model_name}/{w}/seed{self.seed}"
 
     def identity(self) -> dict[str, Any]:
@@ -135,6 +145,24 @@ class NonFiniteLossError(FloatingPointError):
 
 class CheckpointMismatchError(ValueError):
     """The run directory holds a checkpoint made with another configuration."""
+
+
+class UnsafeCheckpointError(ValueError):
+    """A checkpoint holds pickled objects beyond tensors and plain containers (it could run code)."""
+
+
+def load_checkpoint(path: str | Path, map_location: torch.device | str = "cpu") -> dict[str, Any]:
+    """Read a checkpoint as data only (`torch.load(weights_only=True)`): tensors, numbers, strings
+    and plain containers. A run directory may come from someone else, and unpickling arbitrary
+    objects can execute code, so anything else is refused with `UnsafeCheckpointError`."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = str(exc).strip().splitlines()[0]
+        raise UnsafeCheckpointError(
+            f"{path} holds pickled Python objects, not only tensors and plain data, so it is refused "
+            f"(loading it could run code); remove it to train again from scratch ({reason})"
+        ) from exc
 
 
 def resolve_device(name: str) -> torch.device:
@@ -308,16 +336,15 @@ class Run:
 
     def _make_weighting(self) -> LossWeighting:
         cfg = self.cfg
+        opts: dict[str, Any] = {}
         if cfg.weighting == "opt":
-            return make_weighting("opt", self.num_exits, exit=self.num_exits - 1)
+            opts["exit"] = self.num_exits - 1
         if cfg.weighting in ("adaloss", "adaloss_grad"):
-            opts: dict[str, Any] = dict(
-                gamma=cfg.gamma, momentum=cfg.ada_momentum, update_per=cfg.update_per, final_extra=cfg.final_extra
-            )
-            if cfg.weighting == "adaloss_grad":
-                opts["params"] = list(self.model.parameters())
-            return make_weighting(cfg.weighting, self.num_exits, **opts)
-        return make_weighting(cfg.weighting, self.num_exits)
+            opts.update(gamma=cfg.gamma, momentum=cfg.ada_momentum, update_per=cfg.update_per,
+                        final_extra=cfg.final_extra)
+        if cfg.weighting == "adaloss_grad":
+            opts["params"] = list(self.model.parameters())
+        return make_weighting(cfg.weighting, self.num_exits, scale=cfg.scale, **opts)
 
     # -- checkpoints ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -343,7 +370,7 @@ class Run:
         path = self.out / CHECKPOINT
         if not path.exists():
             return False
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        state = load_checkpoint(path, self.device)
         mine = self.cfg.identity()
         if state["identity"] != mine:
             diff = sorted(k for k in set(mine) | set(state["identity"]) if mine.get(k) != state["identity"].get(k))

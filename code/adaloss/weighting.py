@@ -17,10 +17,19 @@ Sources (see ../shared/reference/official_code.md):
 * beyond the paper: AdaLoss's first-order variant (`--adaloss_order=1`,
   `anytime_network.py:643-649`, §1.5), which the paper names as future work, and uncertainty
   weighting (Kendall, Gal and Cipolla, CVPR 2018) as a modern learned baseline.
+
+Loss scale (`SCALES`). A weighted sum's step size on the shared layers grows with sum(w): CONST
+sums to K, the authors' CONST before their commit 13f62009 (2018-04-23) to log2 K, AdaLoss to
+between gamma*K and K. So a gap between AdaLoss and CONST can be a learning-rate effect rather
+than balancing. `scale` controls it for every scheme: "sum" keeps the scheme's own weights,
+"log2" rescales them to sum log2(K) (the authors' earlier normalisation; 1 for K = 1), and
+"matched" rescales them to sum K, CONST's sum (for AdaLoss at every update, so only the balance
+between exits remains). A run's label is `weighting_label(name, scale)`, e.g. `const_log2`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -35,12 +44,71 @@ __all__ = [
     "UncertaintyWeighting",
     "static_weights",
     "make_weighting",
+    "weighting_label",
+    "split_label",
+    "label",
+    "LABELS",
     "WEIGHTINGS",
+    "SCALES",
 ]
 
 STATIC_SCHEMES = ("const", "linear", "half_end", "sieve", "opt")
 ADAPTIVE_SCHEMES = ("adaloss", "adaloss_grad", "uncertainty")
 WEIGHTINGS = STATIC_SCHEMES + ADAPTIVE_SCHEMES
+SCALES = ("sum", "log2", "matched")  # see the module docstring
+
+
+def weighting_label(name: str, scale: str = "sum") -> str:
+    """The one spelling of a weighting at a loss scale in paths, tables and wildcards:
+    the name alone at the scheme's own scale, else `NAME_SCALE` (`const_log2`, `adaloss_matched`)."""
+    if name not in WEIGHTINGS:
+        raise ValueError(f"unknown weighting {name!r}; valid: {', '.join(WEIGHTINGS)}")
+    if scale not in SCALES:
+        raise ValueError(f"unknown loss scale {scale!r}; valid: {', '.join(SCALES)}")
+    return name if scale == "sum" else f"{name}_{scale}"
+
+
+def split_label(label: str) -> tuple[str, str]:
+    """(name, scale) of a label made by `weighting_label`; unknown labels are an error naming the valid forms."""
+    if label in WEIGHTINGS:
+        return label, "sum"
+    name, _, scale = label.rpartition("_")
+    if name in WEIGHTINGS and scale in SCALES[1:]:
+        return name, scale
+    raise ValueError(f"unknown weighting label {label!r}; valid: a weighting ({', '.join(WEIGHTINGS)}), "
+                     f"optionally followed by _{' or _'.join(SCALES[1:])}")
+
+
+# The paper's names, for figures and tables only (files, paths and configs use the lower-case name).
+LABELS = {"const": "CONST", "linear": "LINEAR", "half_end": "HALF_END", "sieve": "SIEVE", "adaloss": "AdaLoss",
+          "adaloss_grad": "AdaLoss-grad", "uncertainty": "Uncertainty", "opt": "OPT"}
+SCALE_LABELS = {"log2": "sum log2 K", "matched": "sum K"}
+
+
+def label(weighting: str) -> str:
+    """The paper's name of a weighting label, its loss scale in brackets: `const_log2` -> 'CONST (sum log2 K)'."""
+    try:
+        name, scale = split_label(weighting)
+    except ValueError:
+        return weighting
+    return LABELS[name] + ("" if scale == "sum" else f" ({SCALE_LABELS[scale]})")
+
+
+def target_sum(scale: str, num_exits: int) -> float | None:
+    """The sum of the weights that `scale` asks for with `num_exits` exits (None: the scheme's own)."""
+    if scale == "sum":
+        return None
+    if scale == "log2":
+        return math.log2(num_exits) if num_exits > 1 else 1.0
+    if scale == "matched":
+        return float(num_exits)
+    raise ValueError(f"unknown loss scale {scale!r}; valid: {', '.join(SCALES)}")
+
+
+def rescale(weights: Tensor, scale: str) -> Tensor:
+    """`weights` multiplied so that they sum to `target_sum(scale, K)` (unchanged for "sum")."""
+    target = target_sum(scale, weights.numel())
+    return weights if target is None else weights * (target / weights.sum())
 
 
 def _stack_losses(losses: Sequence[Tensor] | Tensor, num_exits: int) -> Tensor:
@@ -141,8 +209,9 @@ class AdaLoss(LossWeighting):
         w = 1/ema + 1e-8;  w /= max(w);  w[-1] += final_extra;  w /= max(w);  w = (1-gamma) w + gamma
 
     so each w_i lies in [gamma, 1] and the exit with the smallest average loss (usually the final
-    one) gets 1. Until the first update w = 1 (CONST). Everything stays on the losses' device: no
-    host-device synchronisation happens in a call.
+    one) gets 1. Until the first update w = 1 (CONST). With `scale` "log2" or "matched" the weights
+    (the initial ones too) are then rescaled to sum log2 K or K (module docstring). Everything
+    stays on the losses' device: no host-device synchronisation happens in a call.
     """
 
     def __init__(
@@ -152,8 +221,10 @@ class AdaLoss(LossWeighting):
         momentum: float = 0.9,  # EMA momentum (--adaloss_momentum; 0.99 before April 2018)
         update_per: int = 100,  # calls between weight updates (--adaloss_update_per)
         final_extra: float = 0.0,  # extra weight on the final exit (--adaloss_final_extra)
+        scale: str = "sum",  # sum of the weights: the scheme's own, log2 K or K (SCALES)
     ) -> None:
         super().__init__(num_exits)
+        target_sum(scale, num_exits)  # refuses an unknown scale before anything is built
         if not 0.0 <= gamma <= 1.0:
             raise ValueError(f"gamma must be in [0, 1], got {gamma}")
         if not 0.0 <= momentum < 1.0:
@@ -163,10 +234,10 @@ class AdaLoss(LossWeighting):
         if final_extra < 0:
             raise ValueError(f"final_extra must be >= 0, got {final_extra}")
         self.gamma, self.momentum = gamma, momentum
-        self.update_per, self.final_extra = update_per, final_extra
+        self.update_per, self.final_extra, self.scale = update_per, final_extra, scale
         self.calls = 0
         self.register_buffer("ema", torch.zeros(num_exits))
-        self.register_buffer("_weights", torch.ones(num_exits))
+        self.register_buffer("_weights", rescale(torch.ones(num_exits), scale))
 
     @property
     def weights(self) -> Tensor:
@@ -181,7 +252,7 @@ class AdaLoss(LossWeighting):
         w = w / w.max()
         w[-1] += self.final_extra
         w = w / w.max()
-        return (1.0 - self.gamma) * w + self.gamma
+        return rescale((1.0 - self.gamma) * w + self.gamma, self.scale)
 
     def forward(self, losses: Sequence[Tensor] | Tensor) -> Tensor:
         stacked = _stack_losses(losses, self.num_exits)
@@ -205,11 +276,12 @@ class AdaLoss(LossWeighting):
             "momentum": self.momentum,
             "update_per": self.update_per,
             "final_extra": self.final_extra,
+            "scale": self.scale,
         }
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         mine = self.get_extra_state()
-        for key in ("gamma", "momentum", "update_per", "final_extra"):
+        for key in ("gamma", "momentum", "update_per", "final_extra", "scale"):
             if state[key] != mine[key]:
                 raise ValueError(
                     f"AdaLoss state has {key}={state[key]} but this AdaLoss has {key}={mine[key]}"
@@ -219,16 +291,17 @@ class AdaLoss(LossWeighting):
     def extra_repr(self) -> str:
         return (
             f"num_exits={self.num_exits}, gamma={self.gamma}, momentum={self.momentum}, "
-            f"update_per={self.update_per}, final_extra={self.final_extra}"
+            f"update_per={self.update_per}, final_extra={self.final_extra}, scale={self.scale!r}"
         )
 
 
 class AdaLossGradNorm(AdaLoss):
     """AdaLoss's first-order variant (beyond the paper; official_code.md §1.5).
 
-    The statistic of exit i is sum_p 0.5 * ||dL_i/dp||^2 / (number of parameter tensors with a
-    gradient from L_i), over the shared parameters `params`, instead of L_i itself. It costs one
-    extra backward pass per exit per call.
+    The statistic of exit i is 0.5 * ||dL_i/dtheta||^2 / (number of parameter *elements* with a
+    gradient from L_i), over the parameters `params`, instead of L_i itself: the authors divide the
+    summed squared gradients by the element count of the tensors that have one
+    (anytime_network.py:643-649). It costs one extra backward pass per exit per call.
     """
 
     def __init__(self, num_exits: int, params: Iterable[nn.Parameter], **kwargs: Any) -> None:
@@ -243,7 +316,7 @@ class AdaLossGradNorm(AdaLoss):
             grads = torch.autograd.grad(loss, self._params, retain_graph=True, allow_unused=True)
             used = [g for g in grads if g is not None]
             sq = torch.stack([g.detach().float().pow(2).sum() for g in used]).sum()
-            stats.append(0.5 * sq / len(used))
+            stats.append(0.5 * sq / sum(g.numel() for g in used))
         return torch.stack(stats)
 
 
@@ -269,24 +342,28 @@ class UncertaintyWeighting(LossWeighting):
         return (torch.exp(-s) * stacked + s).sum()
 
 
-def make_weighting(name: str, num_exits: int, **opts: Any) -> LossWeighting:
-    """Build a weighting by its name (`WEIGHTINGS`).
+def make_weighting(name: str, num_exits: int, scale: str = "sum", **opts: Any) -> LossWeighting:
+    """Build a weighting by its name (`WEIGHTINGS`) at a loss scale (`SCALES`, default the scheme's own).
 
     Options: `exit` for `opt`; `gamma`, `momentum`, `update_per`, `final_extra` for `adaloss` and
-    `adaloss_grad` (which also needs `params`). An option the scheme does not take is an error.
+    `adaloss_grad` (which also needs `params`). An option the scheme does not take is an error, and
+    so is a scale for `uncertainty`, whose weights are learned.
     """
+    target_sum(scale, num_exits)  # an unknown scale fails here, whatever the scheme
     if name in STATIC_SCHEMES:
         allowed = {"exit"} if name == "opt" else set()
         _check_opts(name, opts, allowed)
-        return StaticWeighting(static_weights(name, num_exits, **opts))
+        return StaticWeighting(rescale(static_weights(name, num_exits, **opts), scale))
     if name == "adaloss":
         _check_opts(name, opts, {"gamma", "momentum", "update_per", "final_extra"})
-        return AdaLoss(num_exits, **opts)
+        return AdaLoss(num_exits, scale=scale, **opts)
     if name == "adaloss_grad":
         _check_opts(name, opts, {"gamma", "momentum", "update_per", "final_extra", "params"})
-        return AdaLossGradNorm(num_exits, **opts)
+        return AdaLossGradNorm(num_exits, scale=scale, **opts)
     if name == "uncertainty":
         _check_opts(name, opts, set())
+        if scale != "sum":
+            raise ValueError(f"weighting 'uncertainty' learns its weights and takes no loss scale, got {scale!r}")
         return UncertaintyWeighting(num_exits)
     raise ValueError(f"unknown weighting {name!r}; valid: {', '.join(WEIGHTINGS)}")
 

@@ -30,7 +30,11 @@ ADALOSS = f"{PYTHON} -m adaloss"
 MODELS = config["models"]
 E3 = config["small_vs_large"]
 E4 = config["eann"]
+SCALE = config["loss_scale"]
+# Runs train on the whole training set, as the authors (do_validation=False). Only the EANN members
+# hold out a validation split, on which the EANN chooses; they are trained apart, in eann_runs/.
 RUN = "results/runs/{dataset}/{model}/{weighting}/seed{seed}"
+EANN_RUN = "results/eann_runs/{dataset}/{model}/{weighting}/seed{seed}"
 TABLES = "results/tables"
 NOTEBOOKS = f"{workflow.basedir}/workflow/notebooks"
 EXPERIMENTS = [
@@ -49,17 +53,22 @@ def _check(ok, message):
 
 
 _undefined = sorted(
-    {*config["compare"], E3["small"], E3["large"], *E4["members"], E4["opt_model"]}
+    {*config["compare"], E3["small"], E3["large"], *E4["members"], E4["opt_model"], *SCALE["models"]}
     - set(MODELS)
 )
 _check(not _undefined, f"models {_undefined} are used but not defined under `models` ({sorted(MODELS)})")
 _check(E4["opt_model"] in config["compare"], f"eann.opt_model {E4['opt_model']!r} must be in `compare`")
+_check(set(SCALE["models"]) <= set(config["compare"]),
+       f"loss_scale.models {SCALE['models']} must be `compare` models (the ablation is read against their OPT)")
 _check("adaloss" in config["weightings"], "`weightings` must include adaloss (E1, E2, E5, E6)")
 _stray = sorted(set(DATASET_TRAIN) - set(config["datasets"]))
-_check(not _stray, f"dataset_train names {_stray}, which are not in `datasets`")
+if _stray:  # a profile that replaces `datasets` may keep another's overrides: they change nothing
+    print(f"config: ignoring dataset_train entries {_stray}, which are not in `datasets`", file=sys.stderr)
+    DATASET_TRAIN = {d: v for d, v in DATASET_TRAIN.items() if d not in _stray}
 
 
-WEIGHTINGS = sorted({*config["weightings"], E3["small_weighting"], E3["large_weighting"], E4["weighting"]})
+WEIGHTINGS = sorted({*config["weightings"], E3["small_weighting"], E3["large_weighting"], *E4["weightings"],
+                     *SCALE["weightings"]})
 
 
 wildcard_constraints:
@@ -69,15 +78,11 @@ wildcard_constraints:
     seed=r"\d+",
 
 
-def train_options(dataset):
-    """The TrainConfig fields of every run on `dataset`: `train`, then its `dataset_train` overrides."""
-    return {**config["train"], **DATASET_TRAIN.get(dataset, {})}
-
-
-_check(
-    all(train_options(d)["val_fraction"] > 0 for d in config["datasets"]),
-    "train.val_fraction must be > 0: the EANN (E4) chooses its predictions on that hold-out",
-)
+def train_options(dataset, eann=False):
+    """The TrainConfig fields of every run on `dataset`: `train`, then its `dataset_train` overrides;
+    an EANN member also holds out `eann.val_fraction` of the training set."""
+    options = {**config["train"], **DATASET_TRAIN.get(dataset, {})}
+    return {**options, "val_fraction": E4["val_fraction"]} if eann else options
 
 
 @lru_cache(maxsize=None)
@@ -96,25 +101,32 @@ def model_costs(dataset, model):
 
 @lru_cache(maxsize=None)
 def opt_exit_list(dataset, model):
-    """The exits nearest 1/4, 1/2, 3/4 and 1 of `model`'s FLOPs on `dataset` (deduplicated): one OPT
-    network is trained for each."""
+    """The predictor indices floor(f * (K - 1)) for f = 1/4, 1/2, 3/4, 1 of `model` on `dataset`
+    (deduplicated), as the authors' launch scripts place them: one OPT network is trained for each."""
     from adaloss.flops import opt_exits
 
-    return sorted(set(opt_exits(model_costs(dataset, model))))
+    return sorted(set(opt_exits(len(model_costs(dataset, model)))))
 
 
 @lru_cache(maxsize=None)
 def study_runs():
-    """Every (dataset, model, weighting, seed) of the study, each trained exactly once."""
+    """Every (dataset, model, weighting, seed) trained on the whole training set, each exactly once."""
     runs = set()
     for d in config["datasets"]:
         for s in config["seeds"]:
             for m in config["compare"]:
                 runs |= {(d, m, w, s) for w in config["weightings"]}
                 runs |= {(d, m, f"opt{k}", s) for k in opt_exit_list(d, m)}
+            runs |= {(d, m, w, s) for m in SCALE["models"] for w in SCALE["weightings"]}
             runs |= {(d, E3["small"], E3["small_weighting"], s), (d, E3["large"], E3["large_weighting"], s)}
-            runs |= {(d, m, E4["weighting"], s) for m in E4["members"]}
     return tuple(sorted(runs))
+
+
+@lru_cache(maxsize=None)
+def eann_runs():
+    """Every (dataset, model, weighting, seed) of the EANN members, trained with a hold-out split."""
+    return tuple(sorted({(d, m, w, s) for d in config["datasets"] for s in config["seeds"]
+                         for m in E4["members"] for w in E4["weightings"]}))
 
 
 def estimated_gpu_hours():
@@ -123,29 +135,32 @@ def estimated_gpu_hours():
     from adaloss.flops import training_gpu_hours
 
     hours = 0.0
-    for d, m, w, s in study_runs():
-        opts = train_options(d)
-        costs = model_costs(d, m)
-        flops = costs[int(w[3:])].flops if w.startswith("opt") else costs[-1].flops
-        images = int(train_size(d, opts["data_root"]) * (1 - opts["val_fraction"]))
-        hours += training_gpu_hours(flops, images, opts["epochs"])
+    for eann, runs in ((False, study_runs()), (True, eann_runs())):
+        for d, m, w, s in runs:
+            opts = train_options(d, eann)
+            costs = model_costs(d, m)
+            flops = costs[int(w[3:])].flops if w.startswith("opt") else costs[-1].flops
+            images = int(train_size(d, opts["data_root"]) * (1 - opts["val_fraction"]))
+            hours += training_gpu_hours(flops, images, opts["epochs"])
     return hours
 
 
 # Snakemake decides on a dry run only after parsing, so the command line tells us.
 if any(a in ("--dry-run", "--dryrun") or re.fullmatch(r"-[a-zA-Z]*n[a-zA-Z]*", a) for a in sys.argv[1:]):
     print(
-        f"{len(study_runs())} trainings; about {estimated_gpu_hours():.1f} GPU-hours at the training "
-        "throughput measured for compiled, CUDA-graphed ResANN(5, 16) on an H100 (docs/speed.md)",
+        f"{len(study_runs()) + len(eann_runs())} trainings ({len(eann_runs())} of them EANN members); about "
+        f"{estimated_gpu_hours():.1f} GPU-hours at the training throughput measured for compiled, "
+        "CUDA-graphed ResANN(5, 16) on an H100 (docs/speed.md)",
         file=sys.stderr,
     )
 
 
-def run_files(filename, models=None, weighting=None):
-    """`filename` in the run directory of every study run, optionally only some models / one weighting."""
+def run_files(filename, models=None, weighting=None, eann=False):
+    """`filename` in the run directory of every study run (or EANN member run), optionally only some
+    models / one weighting."""
     return [
-        f"{RUN}/{filename}".format(dataset=d, model=m, weighting=w, seed=s)
-        for d, m, w, s in study_runs()
+        f"{EANN_RUN if eann else RUN}/{filename}".format(dataset=d, model=m, weighting=w, seed=s)
+        for d, m, w, s in (eann_runs() if eann else study_runs())
         if (models is None or m in models) and (weighting is None or w == weighting)
     ]
 
@@ -160,18 +175,33 @@ def _flag(key, value):
     return f"{flag} {shlex.quote(str(value))}"
 
 
-def get_train_args(wildcards):
+def _train_args(wildcards, eann):
     """The `python -m adaloss train` flags of one run (all but --out and --threads)."""
+    from adaloss.weighting import split_label
+
     spec = MODELS[wildcards.model]
     w = wildcards.weighting
+    if w.startswith("opt"):
+        weighting = f"--weighting opt --opt-exit {w[3:]}"
+    else:
+        name, scale = split_label(w)
+        weighting = f"--weighting {name} --scale {scale}"
     args = [
         f"--dataset {wildcards.dataset} --model-name {wildcards.model} --seed {wildcards.seed}",
         f"--arch {spec['arch']}",
         *(f"--arch-opt {shlex.quote(f'{k}={v}')}" for k, v in spec.items() if k != "arch"),
-        f"--weighting opt --opt-exit {w[3:]}" if w.startswith("opt") else f"--weighting {w}",
-        *(_flag(k, v) for k, v in sorted(train_options(wildcards.dataset).items())),
+        weighting,
+        *(_flag(k, v) for k, v in sorted(train_options(wildcards.dataset, eann).items())),
     ]
     return " ".join(args)
+
+
+def get_train_args(wildcards):
+    return _train_args(wildcards, eann=False)
+
+
+def get_eann_train_args(wildcards):
+    return _train_args(wildcards, eann=True)
 
 
 def get_exits():
@@ -183,7 +213,9 @@ def get_metrics():
 
 
 def get_benchmarks():
-    return [f"results/benchmarks/train/{d}/{m}/{w}/seed{s}.tsv" for d, m, w, s in study_runs()]
+    """The Snakemake benchmark file of every training job, laid out as its run directory."""
+    return [f"results/benchmarks/{pool}/{d}/{m}/{w}/seed{s}.tsv"
+            for pool, runs in (("runs", study_runs()), ("eann_runs", eann_runs())) for d, m, w, s in runs]
 
 
 def get_adaloss_metrics():
@@ -195,7 +227,11 @@ def get_adaloss_weights():
 
 
 def get_eann_exits():
-    return run_files("exits.csv", models=E4["members"], weighting=E4["weighting"])
+    return run_files("exits.csv", eann=True)
+
+
+def get_eann_metrics():
+    return run_files("metrics.json", eann=True)
 
 
 def notebook_outputs(name, category):

@@ -28,11 +28,11 @@ rule e1_anytime:
         NOTEBOOK_SHELL
 
 
-# E2: relative % increase in error over OPT at 1/4, 1/2, 3/4, 1 of the cost, beside the paper's row
+# E2: relative % increase in error over OPT at 1/4, 1/2, 3/4, 1 of the cost, per family, beside the paper's row
 rule e2_relative_to_opt:
     input:
         notebook=f"{NOTEBOOKS}/e2_relative_to_opt.ipynb",
-        tables=[*rules.relative_to_opt.output, *rules.paper_relative_to_opt.output],
+        tables=[*rules.relative_to_opt.output, *rules.paper_relative_to_opt.output, *rules.runs_table.output],
     output:
         **notebook_outputs("e2_relative_to_opt", "E2 Relative to OPT"),
     log:
@@ -58,11 +58,11 @@ rule e3_small_vs_large:
         NOTEBOOK_SHELL
 
 
-# E4: EANN anytime curve against OPT and its single ANNs, and the extra-cost factor
+# E4: EANN anytime curves (AdaLoss and CONST members) against OPT and the single ANNs, and the extra-cost factors
 rule e4_eann:
     input:
         notebook=f"{NOTEBOOKS}/e4_eann.ipynb",
-        tables=[*rules.eann.output, *rules.anytime_errors.output],
+        tables=rules.eann.output,
     output:
         **notebook_outputs("e4_eann", "E4 EANN"),
     log:

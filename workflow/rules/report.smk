@@ -1,6 +1,6 @@
 # The report: report/report.html, one self-contained page (python -m adaloss report) stating the
-# profile, data, scale, hardware and compute, and for each of the paper's claims whether this run
-# reproduces it, computed from the tables (also written as results/tables/claims.csv).
+# profile, data, scale, hardware and compute, and for each of the paper's claims the paired per-seed
+# statistic, its 95% interval and the verdict (adaloss.claims; also results/tables/claims.csv).
 
 
 # Training speed (issue 4): our step against a plain PyTorch loop, measured in one job.
@@ -38,7 +38,11 @@ rule study_report:
     params:
         profile=config["profile"],
         configfiles=" ".join(map(str, workflow.configfiles)) or "(none)",
+        small=E3["small"],
+        opt_model=E4["opt_model"],
+        tolerance=E4["tolerance"],
     shell:
         "{ADALOSS} report --tables $(dirname {output.claims}) --figures {input.figures}"
         " --profile {params.profile} --configfiles {params.configfiles} --bench-dir $(dirname {input.bench})"
+        " --small-model {params.small} --opt-model {params.opt_model} --eann-tolerance {params.tolerance}"
         " --claims-out {output.claims} --out {output.html} > {log} 2>&1"

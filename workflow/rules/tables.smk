@@ -53,7 +53,8 @@ rule small_vs_large:
         " --large {params.large} --out {output} > {log} 2>&1"
 
 
-# E4: the EANN curve (selection on validation error) and its extra-cost factor over OPT
+# E4: the EANN curves, one per member weighting (selection on the members' hold-out error), and
+# their extra-cost factors over OPT within eann.tolerance
 rule eann:
     input:
         exits=get_eann_exits(),
@@ -66,9 +67,10 @@ rule eann:
     params:
         members=" ".join(E4["members"]),
         opt_model=E4["opt_model"],
+        tolerance=E4["tolerance"],
     shell:
         "{ADALOSS} eann --exits {input.exits} --members {params.members}"
-        " --anytime {input.anytime} --opt-model {params.opt_model}"
+        " --anytime {input.anytime} --opt-model {params.opt_model} --tolerance {params.tolerance}"
         " --out {output.curve} --cost-out {output.cost} > {log} 2>&1"
 
 
@@ -100,7 +102,7 @@ rule weight_trajectories:
 # Scale and compute time of every run (for the report)
 rule runs_table:
     input:
-        metrics=get_metrics(),
+        metrics=[*get_metrics(), *get_eann_metrics()],
         benchmarks=get_benchmarks(),
     output:
         f"{TABLES}/runs.csv",

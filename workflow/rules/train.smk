@@ -1,10 +1,12 @@
-# Training: one job per (dataset, model, weighting, seed), OPT networks as weighting opt{k}.
-# The run directory holds checkpoint.pt (not a declared output, so a failed or cancelled job
-# resumes from its last epoch), log.csv, exits.csv, weights.csv and metrics.json.
+# Training: one job per (dataset, model, weighting, seed), OPT networks as weighting opt{k}, a loss
+# scale as a suffix (const_log2, adaloss_matched). The run directory holds checkpoint.pt (not a
+# declared output, so a failed or cancelled job resumes from its last epoch), log.csv, exits.csv,
+# weights.csv and metrics.json.
 # A checkpoint made with other flags (the config changed, or another profile trained this run
 # directory) is discarded and the run starts over (--restart-on-change); same flags resume.
 
 
+# Every run of E1-E3, E5, E6 and the loss-scale ablation, on the whole training set (as the authors)
 rule train:
     output:
         exits=f"{RUN}/exits.csv",
@@ -14,7 +16,7 @@ rule train:
     log:
         "logs/train/{dataset}/{model}/{weighting}/seed{seed}.log",
     benchmark:
-        "results/benchmarks/train/{dataset}/{model}/{weighting}/seed{seed}.tsv"
+        "results/benchmarks/runs/{dataset}/{model}/{weighting}/seed{seed}.tsv"
     params:
         out=RUN,
         args=get_train_args,
@@ -27,3 +29,19 @@ rule train:
     shell:
         "{ADALOSS} train --out {params.out} {params.args} --threads {threads}"
         " --no-progress --restart-on-change > {log} 2>&1"
+
+
+# E4's members: the same training, holding out eann.val_fraction of the training set for the EANN's choice
+use rule train as train_eann_member with:
+    output:
+        exits=f"{EANN_RUN}/exits.csv",
+        metrics=f"{EANN_RUN}/metrics.json",
+        weights=f"{EANN_RUN}/weights.csv",
+        log_csv=f"{EANN_RUN}/log.csv",
+    log:
+        "logs/train_eann_member/{dataset}/{model}/{weighting}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/eann_runs/{dataset}/{model}/{weighting}/seed{seed}.tsv"
+    params:
+        out=EANN_RUN,
+        args=get_eann_train_args,
