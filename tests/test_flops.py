@@ -43,7 +43,8 @@ def test_resann_closed_form() -> None:
     head_params = [c * 10 + 10 for c in (4, 8, 16)]
     params = [1 * 4 * 9 + sum(unit_params[: k + 1]) + sum(head_params[: k + 1]) for k in range(3)]
 
-    assert exit_costs(model, (1, 8, 8)) == [ExitCost(k, flops[k], params[k]) for k in range(3)]
+    own = [stem + sum(units[: k + 1]) + heads[k] for k in range(3)]  # the authors' cost: its own head only
+    assert exit_costs(model, (1, 8, 8)) == [ExitCost(k, flops[k], params[k], own[k]) for k in range(3)]
     assert params[-1] == sum(p.numel() for p in model.parameters())
 
 
@@ -71,14 +72,33 @@ def test_exit_costs_leaves_model_untouched() -> None:
     assert all(p.grad is None for p in model.parameters())
 
 
-def test_opt_exits() -> None:
-    costs = [ExitCost(k, f, 0) for k, f in enumerate([10, 30, 50, 75, 100])]
-    assert opt_exits(costs) == [1, 2, 3, 4]  # 25 -> 30, 50, 75, 100
-    assert opt_exits(costs, fractions=(0.1, 0.6)) == [0, 2]  # 10 -> 10; 60 -> 50 (10 vs 15)
-    tie = [ExitCost(k, f, 0) for k, f in enumerate([20, 30, 100])]
-    assert opt_exits(tie, fractions=(0.25,)) == [0]  # 25 is 5 from both: the cheaper exit
-    with pytest.raises(ValueError, match="empty"):
-        opt_exits([])
+@pytest.mark.parametrize("n,s,units", [
+    (9, 3, [8, 14, 20, 26]),     # ResANN(9, 32, s=3): 9 exits at units 2, 5, ..., 26
+    (25, 9, [20, 38, 56, 74]),   # ResANN(25, 32, s=9): 9 exits at units 2, 11, ..., 74
+    (32, 1, [23, 47, 71, 95]),   # ResANN(32, 32, s=1): 96 exits
+    (5, 1, [3, 7, 10, 14]),      # ResANN(5, 16): 15 exits, floor(f * 14) = 3, 7, 10, 14
+])
+def test_opt_exits_sit_at_the_authors_units(n: int, s: int, units: list[int]) -> None:
+    model = build_model("resann", 3, 10, 8, n=n, width=2, s=s)
+    assert [model.exit_after[k] for k in opt_exits(model.num_exits)] == units
+
+
+def test_opt_exits_of_small_and_bad_exit_counts() -> None:
+    assert opt_exits(1) == [0, 0, 0, 0]
+    assert opt_exits(4) == [0, 1, 2, 3]
+    assert opt_exits(9, fractions=(0.5,)) == [4]
+    with pytest.raises(ValueError, match="num_exits"):
+        opt_exits(0)
+    with pytest.raises(ValueError, match="fractions"):
+        opt_exits(4, fractions=(1.5,))
+
+
+def test_own_head_cost_leaves_out_only_the_earlier_heads() -> None:
+    model = build_model("msdnet", 1, 10, 8, n=1, growth=2, head_channels=4)
+    costs = exit_costs(model)
+    assert costs[0].own_head_flops == costs[0].flops  # no earlier head at the first exit
+    heads = [c.flops - c.own_head_flops for c in costs]
+    assert heads[1] > 0 and all(b > a for a, b in zip(heads, heads[1:]))  # one more head each time
 
 
 def test_cached_exit_costs_count_once_and_key_on_the_model(tmp_path, monkeypatch):
@@ -98,3 +118,69 @@ def test_cached_exit_costs_count_once_and_key_on_the_model(tmp_path, monkeypatch
     for f in tmp_path.glob("*.json"):
         f.write_text("{ truncated")
     assert flops.cached_exit_costs("resann", 1, 10, 8, opts, tmp_path) == first and len(counted) == 3
+
+
+# ---- the paper configs against closed-form hand counts (3x32x32, 10 classes) ------------------
+# Parameters: conv weights (no biases), BN scale + shift, FC weights + biases. FLOPs: 2 x the
+# multiply-adds of convs (each weight once per output pixel) and FC layers.
+
+@pytest.mark.parametrize("n,w,s,head_channels", [
+    (5, 16, 1, [16] * 5 + [32] * 5 + [64] * 5),  # exits after all 15 units
+    (9, 32, 3, [32] * 3 + [64] * 3 + [128] * 3),  # 27 units, exits after units 2, 5, ..., 26
+])
+def test_paper_resann_costs_match_a_hand_count(n: int, w: int, s: int, head_channels: list) -> None:
+    """Stem 3x3 conv 3 -> w; stages of n units at widths w, 2w, 4w on 32x32, 16x16, 8x8; a unit is
+    two 3x3 convs c_in -> c_out -> c_out and 3 BNs (c_in, c_out, c_out). Conv weights per unit:
+    stage 0: 18 w^2; stage 1: 9*w*2w + 9*(2w)^2 = 54 w^2 first, 72 w^2 after; stage 2: 216 w^2
+    first, 288 w^2 after. BN per unit 2 (c_in + 2 c_out): 6 w, then 10 w and 12 w, then 20 w and
+    24 w. Sums: conv weights 27 w + (378 n - 90) w^2, BN (42 n - 6) w; multiply-adds
+    27 w 1024 + 18 n w^2 1024 + (54 + 72 (n-1)) w^2 256 + (216 + 288 (n-1)) w^2 64
+    = 27648 w + (55296 n - 9216) w^2."""
+    model = build_model("resann", 3, 10, 32, n=n, width=w, s=s)
+    heads = sum(10 * c + 10 for c in head_channels)  # FC c -> 10 with bias
+    params = 27 * w + (378 * n - 90) * w**2 + (42 * n - 6) * w + heads
+    madds = 27648 * w + (55296 * n - 9216) * w**2 + sum(10 * c for c in head_channels)
+    costs = exit_costs(model)
+    assert len(costs) == len(head_channels)
+    assert (costs[-1].params, costs[-1].flops) == (params, 2 * madds)
+    paper = {(5, 16): (470_246, 68_867_552), (9, 32): (3_411_066, 501_062_208)}
+    assert paper[n, w] == (params, madds)
+    if s == 1:  # exit 0: stem, the first unit (18 w^2 conv weights, BNs 3 w) and its head
+        first = (27 * w + 18 * w**2 + 6 * w + 10 * w + 10,
+                 2 * (27648 * w + 18 * w**2 * 1024 + 10 * w))
+        assert (costs[0].params, costs[0].flops) == first
+
+
+def test_paper_denseann_costs_match_a_hand_count() -> None:
+    """DenseANN n=12, g=32, s=6 (the authors' CIFAR DenseNet: basic layers, reduction 1.0).
+    Block b's input has C_b = 2g + b n g channels (64, 448, 832) on a (32 / 2^b)^2 map; its
+    layer k reads C_b + k g channels: a BN and a 3x3 conv to g, so block b holds
+    S_b = sum_k (C_b + k g) = n C_b + g n (n-1) / 2 input channels (2880, 7488, 12096).
+    The transitions before blocks 1 and 2 are BN + conv1x1 C_b -> C_b, run on the 32x32 and 16x16
+    maps before pooling. Exits after layers 5, 11, ..., 35 see 256, 448, 640, 832, 1024, 1216
+    channels: BN + FC each."""
+    n, g = 12, 32
+    c_in = [2 * g + b * n * g for b in range(3)]
+    assert c_in == [64, 448, 832]
+    sums = [n * c + g * n * (n - 1) // 2 for c in c_in]
+    assert sums == [2880, 7488, 12096]
+    pixels = [32 * 32, 16 * 16, 8 * 8]
+    exit_channels = [256, 448, 640, 832, 1024, 1216]
+
+    stem = 3 * 2 * g * 9
+    convs = stem + 9 * g * sum(sums) + c_in[1] ** 2 + c_in[2] ** 2
+    bns = 2 * sum(sums) + 2 * (c_in[1] + c_in[2])
+    heads = sum(2 * c + 10 * c + 10 for c in exit_channels)
+    madds = (stem * pixels[0] + sum(9 * g * sm * px for sm, px in zip(sums, pixels))
+             + c_in[1] ** 2 * pixels[0] + c_in[2] ** 2 * pixels[1]
+             + sum(10 * c for c in exit_channels))
+    assert (convs + bns + heads, madds) == (7_464_828, 2_008_919_168)  # about 7.5 M and 2.0 G
+
+    model = build_model("denseann", 3, 10, 32, n=n, growth=g, s=6, dropout=0.2)
+    costs = exit_costs(model)
+    assert [c.exit for c in costs] == list(range(6))
+    assert (costs[-1].params, costs[-1].flops) == (convs + bns + heads, 2 * madds)
+    # exit 0: stem, layers 0-5 of block 0 (sum of inputs 6*64 + 32*15 = 864) and one head
+    first_params = stem + 9 * g * 864 + 2 * 864 + 12 * 256 + 10
+    first_madds = (stem + 9 * g * 864) * pixels[0] + 10 * 256
+    assert (costs[0].params, costs[0].flops) == (first_params, 2 * first_madds)

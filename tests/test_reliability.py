@@ -89,6 +89,27 @@ def test_checkpoint_from_a_different_config_is_refused_unless_restart_is_asked(t
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["identity"]["lr"] == 0.05
 
 
+class _Payload:
+    """A pickled object in a checkpoint: loading it with full unpickling would run its __reduce__."""
+
+    def __reduce__(self):
+        return (os.system, ("echo pwned > pwned.txt",))
+
+
+@pytest.mark.slow
+def test_a_checkpoint_carrying_a_pickled_object_is_refused_and_runs_nothing(tmp_path):
+    train(tmp_path / "run", "--epochs", "1")
+    path = tmp_path / "run" / "checkpoint.pt"
+    state = torch.load(path, weights_only=True)
+    state["log_rows"].append(_Payload())
+    torch.save(state, path)
+    result = subprocess.run([*TRAIN, "--out", str(tmp_path / "run"), "--epochs", "2"], capture_output=True,
+                            text=True, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "holds pickled Python objects" in result.stderr and str(path) in result.stderr
+    assert not (tmp_path / "pwned.txt").exists()
+
+
 @pytest.mark.parametrize(
     "extra,message",
     [

@@ -228,3 +228,14 @@ def test_adaloss_state_from_another_scale_is_refused():
     state = AdaLoss(3).state_dict()
     with pytest.raises(ValueError, match="scale"):
         AdaLoss(3, scale="matched").load_state_dict(state)
+
+
+def test_the_front_door_exports_the_library():
+    import adaloss
+    from adaloss import AdaLoss as FrontAdaLoss, build_model, exit_costs, make_weighting as front_make
+
+    assert FrontAdaLoss is AdaLoss and front_make is make_weighting
+    model = build_model("resann", in_channels=1, num_classes=10, image_size=8, n=1, width=4)
+    assert len(exit_costs(model)) == model.num_exits == 3
+    with pytest.raises(AttributeError, match="no attribute 'adaloss_v2'"):
+        adaloss.adaloss_v2

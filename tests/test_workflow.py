@@ -26,7 +26,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
 TABLE_COLUMNS = {
-    "anytime_errors.csv": ["dataset", "model", "weighting", "seed", "exit", "flops", "error"],
+    "anytime_errors.csv": ["dataset", "model", "weighting", "seed", "exit", "flops", "own_head_flops", "error"],
     "relative_to_opt.csv": ["dataset", "model", "weighting", "budget", "rel_increase_pct"],
     "adaloss_weights.csv": ["dataset", "model", "seed", "exit", "weight"],
 }
@@ -80,9 +80,10 @@ def test_schema_train_defaults_are_the_trainconfig_defaults():
 
 
 def _train_jobs(dry_run_output: str) -> int:
-    match = re.search(r"^train\s+(\d+)$", dry_run_output, re.MULTILINE)
-    assert match, dry_run_output[-3000:]
-    return int(match.group(1))
+    """Training jobs of a dry run: the study's runs plus the EANN members."""
+    counts = re.findall(r"^(train|train_eann_member)\s+(\d+)$", dry_run_output, re.MULTILINE)
+    assert counts, dry_run_output[-3000:]
+    return sum(int(n) for _, n in counts)
 
 
 @pytest.mark.slow
@@ -92,8 +93,16 @@ def test_the_paper_dag_builds_without_data_and_prints_trainings_and_gpu_hours(tm
     jobs = _train_jobs(result.stdout)
     print(f"config/paper.yaml: {jobs} training jobs")
     assert jobs > 100
-    estimate = re.search(r"(\d+) trainings; about ([\d.]+) GPU-hours", result.stderr)
-    assert estimate and int(estimate[1]) == jobs and float(estimate[2]) > 10
+    estimate = re.search(r"(\d+) trainings \((\d+) of them EANN members\); about ([\d.]+) GPU-hours", result.stderr)
+    assert estimate and int(estimate[1]) == jobs and float(estimate[3]) > 10
+    assert int(estimate[2]) == 4 * 2 * 3  # 4 members x {adaloss, const} x 3 datasets, one seed
+
+
+def test_dataset_train_entries_of_datasets_not_in_the_study_are_ignored_with_a_note(tmp_path):
+    config = _bad_config(tmp_path, lambda c: c.update(dataset_train={"mnist5k": {"epochs": 3}}))
+    result = _snakemake("--dry-run", "--configfile", str(config), cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ignoring dataset_train entries ['mnist5k']" in result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -112,9 +121,18 @@ def test_smoke_run_produces_tables_figures_and_report(smoke):
         assert list(frame.columns) == columns and len(frame) > 0, name
     assert len(list((smoke / "results" / "figures").glob("e[1-6]_*.png"))) == 6
     claims = pd.read_csv(smoke / "results" / "tables" / "claims.csv")
-    assert set(claims["reproduced"]) <= {"yes", "no", "not testable"}
+    assert set(claims["verdict"]) <= {"reproduced", "contradicted", "inconclusive", "not testable"}
+    scored = claims[claims["verdict"] != "not testable"]
+    # two seeds: every scored claim has pairs and an interval, and a verdict that follows from it
+    assert (scored["pairs"] >= 2).all() and scored[["ci_low", "ci_high"]].notna().all().all()
+    beats = scored[~scored["claim"].str.contains("pays")]
+    assert ((beats["verdict"] == "reproduced") == (beats["ci_high"] < 0)).all()
+    assert ((beats["verdict"] == "contradicted") == (beats["ci_low"] > 0)).all()
+    late = claims[claims["claim"].str.contains("AdaLoss beats CONST at late budgets")]
+    assert sorted(late["family"]) == ["DenseANN", "MSDNet", "ResANN"]  # one row per family, never pooled
+    assert claims["claim"].str.contains("loss scale").any() and claims["claim"].str.contains("CONST ANNs").any()
     page = (smoke / "report" / "report.html").read_text()
-    assert "profile smoke" in page and "<h2>E4 EANN</h2>" in page
+    assert "profile smoke" in page and "<h2>E4 EANN</h2>" in page and "95% CI" in page
     # Nothing is left to do, and the tables come out byte-identical when remade.
     again = _snakemake("--cores", "2", "--configfile", str(ROOT / "config" / "smoke.yaml"), "--dry-run", cwd=smoke)
     assert "Nothing to be done" in again.stdout + again.stderr
@@ -189,7 +207,8 @@ def test_a_changed_config_retrains_the_run_from_scratch(smoke, tmp_path):
 def test_a_killed_study_finishes_on_a_plain_rerun_without_retraining(tmp_path):
     """SIGKILL Snakemake and its jobs mid-study, then rerun the same command: it must finish, and no
     training that had finished is trained again (its checkpoint is not rewritten)."""
-    command = [*SNAKEMAKE, "--directory", str(tmp_path), "--cores", "2", "--configfile", str(ROOT / "config" / "smoke.yaml")]
+    one_seed = _bad_config(tmp_path, lambda c: c.update(seeds=[0]))  # half the smoke study: the faults are the same
+    command = [*SNAKEMAKE, "--directory", str(tmp_path), "--cores", "2", "--configfile", str(one_seed)]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
     while len(list(tmp_path.glob("results/runs/*/*/*/*/exits.csv"))) < 3 and time.time() < deadline:

@@ -10,7 +10,8 @@ images for the same number of steps, after the same warm-up:
 * plain: what a typical PyTorch script does: torchvision per-sample transforms in a `Dataset`, a
   `DataLoader`, fp32, and `.item()` on the loss every step.
 
-It prints images/s of each, their ratio, and our achieved GFLOP/s (training FLOPs counted by
+Where our step runs in bf16 it is also timed in fp32 in the same run (`bf16_speedup`). It prints
+images/s of each, their ratio, and our achieved GFLOP/s (training FLOPs counted by
 `torch.utils.flop_counter` on one forward+backward) as a fraction of this machine's measured dense
 matmul GFLOP/s in the precision our step runs in (bf16 or fp32), and writes the numbers to `results/bench/<device>.json`.
 """
@@ -117,21 +118,21 @@ def benchmark(
         opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=2e-4, fused=cuda or None)
         return model, AdaLoss(model.num_exits).to(dev), opt
 
-    # ours
-    model, ada, opt = fresh()
-    model.to(memory_format=torch.channels_last)
+    def ours(bf16: bool) -> float:
+        """Seconds for `steps` of our step, in bf16 autocast or in fp32."""
+        model, ada, opt = fresh()
+        model.to(memory_format=torch.channels_last)
+        loss_fn = ExitLosses(model, bf16=bf16)
+        loss_fn = torch.compile(loss_fn, mode=compile_mode) if compile else loss_fn
+        loader = DeviceLoader(x, y, batch_size, dev, shuffle=True, crop_pad=4, flip=True, mean=mean, std=std,
+                              seed=seed, drop_last=True)
+        batches = _cycle(loader)
+        step = make_step(loss_fn, ada, opt, channels_last=True, cuda_graph=cuda_graph)
+        return _timed(steps, warmup, lambda: step(*next(batches)), dev)
+
     bf16 = autocast_bf16(base, dev)
-    loss_fn = ExitLosses(model, bf16=bf16)
-    loss_fn = torch.compile(loss_fn, mode=compile_mode) if compile else loss_fn
-    loader = DeviceLoader(x, y, batch_size, dev, shuffle=True, crop_pad=4, flip=True, mean=mean, std=std,
-                          seed=seed, drop_last=True)
-    batches = _cycle(loader)
-    step = make_step(loss_fn, ada, opt, channels_last=True, cuda_graph=cuda_graph)
-
-    def ours_step() -> None:
-        step(*next(batches))
-
-    ours_s = _timed(steps, warmup, ours_step, dev)
+    ours_s = ours(bf16)
+    fp32_s = ours(False) if bf16 else ours_s  # the precision's own gain, measured in the same run
 
     # plain
     model, ada, opt = fresh()
@@ -172,6 +173,8 @@ def benchmark(
         "ours_images_per_s": round(ours_ips, 1),
         "plain_images_per_s": round(plain_ips, 1),
         "ratio": round(ours_ips / plain_ips, 3),
+        "ours_fp32_images_per_s": round(steps * batch_size / fp32_s, 1),
+        "bf16_speedup": round(fp32_s / ours_s, 3),
         "seconds_per_50k_epoch_ours": round(50000 / ours_ips, 2),
         "train_gflop_per_image": round(flops_per_image / 1e9, 4),
         "achieved_gflops": round(achieved, 2),

@@ -19,19 +19,41 @@ import yaml
 
 __all__ = ["main", "build_parser"]
 
+# One line per TrainConfig field (tests check that none is missing); argparse appends the default.
 _HELP = {
     "dataset": "cifar10, cifar100, svhn, digits, mnist5k, or NAME for data/NAME.npz",
     "out": "run directory (checkpoint.pt, log.csv, exits.csv, weights.csv, metrics.json)",
     "arch": "resann, denseann or msdnet",
-    "model_name": "label of the model in tables (default: the arch)",
+    "arch_opts": "architecture option, repeatable (e.g. n=3 width=16 s=1; see `python -m adaloss costs`)",
+    "model_name": "label of the model in tables and paths; empty means the arch",
     "weighting": "const, linear, half_end, sieve, opt, adaloss, adaloss_grad or uncertainty",
+    "scale": "sum of the loss weights: sum (the scheme's own), log2 (sum log2 K) or matched (sum K, as CONST)",
     "opt_exit": "with --weighting opt: the exit (0-based) the OPT network is trained for",
+    "gamma": "AdaLoss: weight of the constant part mixed into the adaptive weights (authors: 0.07)",
+    "ada_momentum": "AdaLoss: momentum of the running average of each exit's loss (authors: 0.9)",
+    "update_per": "AdaLoss: SGD steps between two weight updates (authors: 100 on CIFAR)",
+    "final_extra": "AdaLoss: extra weight added to the final exit before normalising (authors: 0)",
+    "epochs": "training epochs",
+    "batch_size": "training batch size",
+    "lr": "initial SGD learning rate",
     "lr_milestones": "fractions of training after which the lr factors apply",
     "lr_factors": "lr multipliers applied from each milestone on",
-    "val_fraction": "fraction of the training set held out for validation",
+    "momentum": "SGD momentum (no Nesterov)",
+    "weight_decay": "L2 weight decay on conv kernels and the exits' linear layers (not BN)",
+    "seed": "seed of the initialisation, the batch order, augmentation and any hold-out split",
+    "data_root": "folder of CIFAR/SVHN files and NAME.npz",
+    "download": "let torchvision download CIFAR/SVHN when they are missing",
+    "val_fraction": "fraction of the training set held out for validation (never the test set)",
     "device": "auto (CUDA when present), cpu, cuda, cuda:1, ...",
     "threads": "CPU threads for torch (0 = torch's default)",
-    "eval_every": "epochs between test evaluations in log.csv",
+    "channels_last": "NHWC memory format for the model and batches",
+    "bf16": "bf16 autocast where the hardware computes bf16 natively (CUDA, CPUs with AMX or AVX512-BF16)",
+    "compile": "torch.compile the forward and the per-exit losses",
+    "compile_mode": "torch.compile mode: default, reduce-overhead, max-autotune-no-cudagraphs, ...",
+    "cuda_graph": "CUDA only: capture the whole training step as one CUDA graph",
+    "eval_every": "epochs between test evaluations in log.csv (the last epoch is always evaluated)",
+    "progress": "show a progress bar",
+    "restart_on_change": "a checkpoint made with another configuration: start over instead of refusing",
 }
 
 
@@ -51,19 +73,18 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         tp = hints[f.name]
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         default = None if required else (f.default if f.default is not dataclasses.MISSING else f.default_factory())
-        help_text = _HELP.get(f.name, f.name.replace("_", " "))
+        help_text = _HELP[f.name] + (" (required)" if required else "")
         if f.name == "arch_opts":
             parser.add_argument("--arch-opt", dest="arch_opts", action="append", type=_parse_opt, default=[],
-                                metavar="KEY=VALUE", help="architecture option, repeatable (e.g. n=3 width=16 s=1)")
+                                metavar="KEY=VALUE", help=help_text)
         elif tp is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
-                                help=f"{help_text} (default: {default})")
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         elif typing.get_origin(tp) is tuple:
-            parser.add_argument(flag, type=float, nargs="+", default=default, help=f"{help_text} (default: {default})")
+            parser.add_argument(flag, type=float, nargs="+", default=list(default), help=help_text)
         else:
             base = int if tp in (int, int | None) else float if tp is float else str
-            parser.add_argument(flag, type=base, required=required, default=default,
-                                help=f"{help_text}" + ("" if required else f" (default: {default})"))
+            parser.add_argument(flag, type=base, required=required,
+                                default=argparse.SUPPRESS if required else default, help=help_text)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

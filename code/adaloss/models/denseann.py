@@ -1,16 +1,28 @@
-"""DenseANN: DenseNet-BC with an exit after every s-th dense layer.
+"""DenseANN: the authors' CIFAR DenseNet with an exit after every s-th dense layer.
 
-Source: official_code.md §3 (`DenseNet`, anytime_network.py:999-1059, `--densenet_version=dense`):
-* stem: one conv3x3 to 2g channels, no BN/ReLU (`_compute_init_l_feats`, anytime_network.py:484-495;
-  DenseNet forces 2g unless `--use_init_ch`);
-* 3 dense blocks of n layers, each BN-ReLU-conv1x1(4g)-dropout-BN-ReLU-conv3x3(g)-dropout, its
-  output concatenated onto its input;
-* transitions between blocks: BN-ReLU-conv1x1(int(C * reduction))-dropout-AvgPool 2 ('same');
-* heads (`bn_exit_head`: BN-ReLU on the concatenated features, then ReLU-GAP-FC) after layers
-  (N-1)%s, ..., N-1 of the N = 3n layers (`exit_units`; the stem is not a unit).
+Source: the authors' `DenseNet` (anytime_network.py:999-1059 at the public commit f2f04a83,
+`--densenet_version=dense`; official_code.md §3, fidelity_review.md D1):
+* stem: one conv3x3 to 2g channels, no BN/ReLU (`_compute_init_l_feats`, anytime_network.py:
+  484-495, s_type 'basic'; `DenseNet.__init__` forces 2g unless `--use_init_ch`, :1010-1016);
+* 3 dense blocks of n layers (`compute_block`, anytime_network.py:1019-1045). A layer is
+  BN-ReLU-conv3x3(g)-dropout, its output concatenated onto its input (:1034-1044). There is no 1x1
+  bottleneck by default: `--b_type` defaults to 'basic' (anytime_network.py:208) and only the
+  ImageNet `--densenet_depth` presets force 'bottleneck' (compute_cfg, anytime_network.py:41-171);
+  the paper's CIFAR launches pass neither (official_code.md §3). `bottleneck=True` gives their
+  'bottleneck' layer (:1036-1040): BN-ReLU-conv1x1(4g)-dropout, then BN-ReLU-conv3x3(g)-dropout
+  (DenseNet-BC with `reduction` 0.5);
+* transitions between blocks (:1021-1028): BN-ReLU-conv1x1(int(C * reduction))-dropout-AvgPool 2
+  ('same'). `--reduction_ratio` defaults to 1.0 (anytime_network.py:992), and even then the
+  transition keeps its full C -> C conv1x1 and dropout (nothing in the code skips them);
+* heads (`bn_exit_head`): BN-ReLU on each exit layer's concatenated output (`_compute_ll_feats`,
+  :1056-1058), then the generic ReLU-GAP-FC (anytime_network.py:597-636), after layers
+  (N-1)%s, ..., N-1 of the N = 3n layers (`exit_units`; the stem is not a unit), none below
+  `min_predict_unit`.
 
-Dropout: the authors' CIFAR driver (densenet-ann.py) sets keep-prob 0.8, i.e. dropout 0.2. We
-default to 0.0 for speed and determinism; pass dropout=0.2 to match them.
+Dropout: the authors' CIFAR driver sets keep-prob 0.8 (densenet-ann.py:25), i.e. dropout 0.2,
+after every conv of a layer and of a transition. We default to 0.0 for speed and determinism;
+pass dropout=0.2 to match them. Paper config n=12, g=32, s=6 at 3x32x32, 10 classes: 6 exits,
+2.01 G multiply-adds and 7.46 M parameters (tests/test_flops.py counts them by hand).
 """
 
 from __future__ import annotations
@@ -24,7 +36,7 @@ from .heads import bn_exit_head
 __all__ = ["DenseANN", "DenseLayer", "Transition"]
 
 N_BLOCKS = 3  # the authors' CIFAR/SVHN `--n_blocks` default
-BOTTLENECK_WIDTH = 4  # `--bottleneck_width`: the 1x1 conv has 4g channels (DenseNet-BC)
+BOTTLENECK_WIDTH = 4  # `--bottleneck_width`: the 1x1 conv of a bottleneck layer has 4g channels
 
 
 class Transition(nn.Sequential):
@@ -40,18 +52,21 @@ class Transition(nn.Sequential):
 
 
 class DenseLayer(nn.Module):
-    """One DenseNet-BC layer, preceded by the block transition when it opens blocks 2 and 3 (so
-    the transition runs only when that layer does)."""
+    """One dense layer: BN-ReLU-conv3x3(g)-dropout, with `bottleneck` first BN-ReLU-conv1x1(4g)-
+    dropout, concatenated onto its input. It is preceded by the block transition when it opens
+    blocks 2 and 3, so the transition runs only when that layer does."""
 
-    def __init__(self, c_in: int, growth: int, dropout: float, transition: nn.Module) -> None:
+    def __init__(self, c_in: int, growth: int, dropout: float, transition: nn.Module,
+                 bottleneck: bool) -> None:
         super().__init__()
         self.transition = transition
-        self.new_features = nn.Sequential(
-            bn_relu_conv(c_in, BOTTLENECK_WIDTH * growth, 1),  # (B, 4g, H, W)
-            nn.Dropout(dropout),
-            bn_relu_conv(BOTTLENECK_WIDTH * growth, growth, 3),  # (B, g, H, W)
-            nn.Dropout(dropout),
-        )
+        layers: list[nn.Module] = []
+        c = c_in
+        if bottleneck:
+            c = BOTTLENECK_WIDTH * growth
+            layers += [bn_relu_conv(c_in, c, 1), nn.Dropout(dropout)]  # (B, 4g, H, W)
+        layers += [bn_relu_conv(c, growth, 3), nn.Dropout(dropout)]  # (B, g, H, W)
+        self.new_features = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.transition(x)  # (B, C, H, W)
@@ -60,8 +75,10 @@ class DenseLayer(nn.Module):
 
 class DenseANN(AnytimeNet):
     """DenseANN with options n (layers per block, default 6), growth (g, default 12),
-    s (an exit every s layers, default 1), reduction (transition channel ratio, default 0.5) and
-    dropout (default 0.0; the authors' CIFAR runs used 0.2)."""
+    s (an exit every s layers, default 1), min_predict_unit (no exit before that 0-based layer,
+    default 0), bottleneck (a conv1x1 to 4g before each 3x3, default False as in the authors'
+    CIFAR runs), reduction (transition channel ratio, default 1.0 as theirs; DenseNet-BC is
+    bottleneck=True, reduction=0.5) and dropout (default 0.0; the authors' CIFAR runs used 0.2)."""
 
     def __init__(
         self,
@@ -71,7 +88,9 @@ class DenseANN(AnytimeNet):
         n: int = 6,
         growth: int = 12,
         s: int = 1,
-        reduction: float = 0.5,
+        min_predict_unit: int = 0,
+        bottleneck: bool = False,
+        reduction: float = 1.0,
         dropout: float = 0.0,
     ) -> None:
         check_positive(num_classes=num_classes, n=n, growth=growth, reduction=reduction)
@@ -79,6 +98,8 @@ class DenseANN(AnytimeNet):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         if reduction > 1.0:
             raise ValueError(f"reduction must be in (0, 1], got {reduction}")
+        if not isinstance(bottleneck, bool):
+            raise ValueError(f"bottleneck must be true or false, got {bottleneck!r}")
         units: list[nn.Module] = []
         channels: list[int] = []
         c = 2 * growth
@@ -88,7 +109,7 @@ class DenseANN(AnytimeNet):
                 if block > 0 and k == 0:
                     transition = Transition(c, int(c * reduction), dropout)
                     c = int(c * reduction)
-                units.append(DenseLayer(c, growth, dropout, transition))
+                units.append(DenseLayer(c, growth, dropout, transition, bottleneck))
                 c += growth
                 channels.append(c)
         super().__init__(
@@ -98,4 +119,5 @@ class DenseANN(AnytimeNet):
             make_head=lambda ch: bn_exit_head(ch, num_classes),
             s=s,
             input_shape=(in_channels, image_size, image_size),
+            min_predict_unit=min_predict_unit,
         )

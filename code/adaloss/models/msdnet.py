@@ -12,7 +12,10 @@ driver msdensenet-ann.py: growth 6, 3 scales, reduction 0.5, `msdense` heads); H
 * Between blocks: per-scale conv1x1 to int(0.5 * C) channels, BN-ReLU.
 * The stem and the transitions count as units, so a block config [n_0, n_1, ...] has
   N = sum(n_b) units: stem, n_0 - 1 layers, transition, n_1 - 1 layers, ... Exits (`MSDNetHead`
-  on the coarsest scale) follow `exit_units(N, s)`; with s=1 the stem has one too.
+  on the coarsest scale) follow `exit_units(N, s, min_predict_unit)`; with s=1 the stem has one
+  too. The authors' CIFAR launches pass `--min_predict_unit=4` (official_code.md §5:
+  `msdensenet-ann.py --msdensenet_depth {18,24,45} -s {2,3,6} --min_predict_unit=4`): depth 24 =
+  blocks [8, 8, 8] with s=3 then has 7 exits, at units 5, 8, ..., 23, not 8 (unit 2 loses its).
 
 Simplifications: only the CIFAR stem (the ImageNet conv7x7 s2 + max-pool stem is omitted) and no
 dropout (the authors' MSDNet default keep-prob is 1). The structure is the authors' TF version,
@@ -119,7 +122,8 @@ class MSDTransition(nn.Module):
 class MSDNet(AnytimeNet):
     """MSDNet-ANN with options blocks (units per block, default [4] * scales) or n (the same as
     blocks=[n] * scales), s (an exit every s units, default 1), scales (S, 1..4, default 3),
-    growth (g, default 6) and head_channels (the head convs' width, default 128 as on CIFAR).
+    growth (g, default 6), head_channels (the head convs' width, default 128 as on CIFAR) and
+    min_predict_unit (no exit before that 0-based unit, default 0; 4 in the authors' CIFAR runs).
     The authors' CIFAR presets are blocks [5,5,5] .. [15,15,15] (depth 15 .. 45)."""
 
     def __init__(
@@ -133,6 +137,7 @@ class MSDNet(AnytimeNet):
         scales: int = 3,
         growth: int = 6,
         head_channels: int = 128,
+        min_predict_unit: int = 0,
     ) -> None:
         check_positive(num_classes=num_classes, scales=scales, head_channels=head_channels)
         if blocks is not None and n is not None:
@@ -167,6 +172,7 @@ class MSDNet(AnytimeNet):
             make_head=lambda ch: MSDNetHead(ch, num_classes, head_channels),
             s=s,
             input_shape=(in_channels, image_size, image_size),
+            min_predict_unit=min_predict_unit,
         )
         self.blocks = tuple(blocks)  # units per block, stem and transitions included
 

@@ -6,7 +6,8 @@ Source: official_code.md §2 (`AnytimeResNet`, anytime_network.py:754-900):
   conv3x3-BN added to the shortcut, no ReLU after the add;
 * 3 stages of n units at widths w, 2w, 4w; the first unit of stages 2 and 3 has stride 2 and the
   option-A shortcut (AvgPool 2 + zero-padded channels);
-* heads (`ExitHead`) after units (N-1)%s, ..., N-1 of the N = 3n units (`exit_units`).
+* heads (`ExitHead`) after units (N-1)%s, ..., N-1 of the N = 3n units (`exit_units`), none
+  below unit `min_predict_unit` (base.py).
 
 Paper configs: n=5..25, width 16..128; e.g. n=5, s=1 gives 15 exits.
 """
@@ -59,8 +60,9 @@ class ResidualUnit(nn.Module):
 
 
 class ResANN(AnytimeNet):
-    """ResANN with options n (units per stage, default 5), width (stem channels, default 16) and
-    s (an exit every s units, default 1)."""
+    """ResANN with options n (units per stage, default 5), width (stem channels, default 16),
+    s (an exit every s units, default 1) and min_predict_unit (no exit before that 0-based unit,
+    default 0)."""
 
     def __init__(
         self,
@@ -70,6 +72,7 @@ class ResANN(AnytimeNet):
         n: int = 5,
         width: int = 16,
         s: int = 1,
+        min_predict_unit: int = 0,
     ) -> None:
         check_positive(num_classes=num_classes, n=n, width=width)
         units: list[nn.Module] = []
@@ -89,4 +92,5 @@ class ResANN(AnytimeNet):
             make_head=lambda ch: ExitHead(ch, num_classes),
             s=s,
             input_shape=(in_channels, image_size, image_size),
+            min_predict_unit=min_predict_unit,
         )
