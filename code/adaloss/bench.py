@@ -34,7 +34,7 @@ from . import atomic
 from .augment import DeviceLoader, ReferenceDataset, reference_transform
 from .models import build_model
 from .provenance import cpu_name
-from .train import ExitLosses, autocast_bf16, make_step, resolve_device
+from .train import ExitLosses, autocast_bf16, make_optimizer, make_step, resolve_device
 from .weighting import AdaLoss
 
 __all__ = ["add_arguments", "run_cli", "benchmark", "matmul_gflops"]
@@ -111,16 +111,19 @@ def benchmark(
     flops_per_image = _train_flops_per_image(base, (x[:8].float() / 255 - 0.5) / 0.25, y[:8])
     state = {k: v.clone() for k, v in base.state_dict().items()}
 
-    def fresh() -> tuple[torch.nn.Module, AdaLoss, torch.optim.Optimizer]:
+    def fresh(ours: bool) -> tuple[torch.nn.Module, AdaLoss, Any]:
+        """The same model and AdaLoss for both sides; ours steps with the trainer's optimizer."""
         model = build_model("resann", channels, classes, image_size, n=n, width=width)
         model.load_state_dict(state)
         model.to(dev)
-        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=2e-4, fused=cuda or None)
+        groups = [{"params": list(model.parameters()), "weight_decay": 2e-4}]
+        opt = (make_optimizer(groups, 0.05, 0.9, dev) if ours
+               else torch.optim.SGD(groups, lr=0.05, momentum=0.9, fused=cuda or None))
         return model, AdaLoss(model.num_exits).to(dev), opt
 
     def ours(bf16: bool) -> float:
         """Seconds for `steps` of our step, in bf16 autocast or in fp32."""
-        model, ada, opt = fresh()
+        model, ada, opt = fresh(ours=True)
         model.to(memory_format=torch.channels_last)
         loss_fn = ExitLosses(model, bf16=bf16)
         loss_fn = torch.compile(loss_fn, mode=compile_mode) if compile else loss_fn
@@ -135,7 +138,7 @@ def benchmark(
     fp32_s = ours(False) if bf16 else ours_s  # the precision's own gain, measured in the same run
 
     # plain
-    model, ada, opt = fresh()
+    model, ada, opt = fresh(ours=False)
     dataset = ReferenceDataset(x, y, reference_transform(4, True, mean, std))
     plain_loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
                               pin_memory=cuda, drop_last=True, persistent_workers=workers > 0)

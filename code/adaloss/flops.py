@@ -34,7 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from . import atomic
 from .models.base import AnytimeNet
 
-__all__ = ["ExitCost", "exit_costs", "cached_exit_costs", "opt_exits"]
+__all__ = ["ExitCost", "exit_costs", "cached_exit_costs", "opt_exits", "COSTS_CACHE"]
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,11 @@ def _head_flops(model: AnytimeNet, x: torch.Tensor) -> list[int]:
     return flops
 
 
+# Where the costs of each model are remembered, under the data folder (beside the data cache): the
+# DAG counts them when it is built, and every training job of that model then reads them.
+COSTS_CACHE = ".adaloss_cache/costs"
+
+
 def _code_fingerprint() -> str:
     """Hash of the code that decides a model's costs (this file and the models package)."""
     files = [Path(__file__), *sorted((Path(__file__).parent / "models").glob("*.py"))]
@@ -114,9 +119,10 @@ def cached_exit_costs(arch: str, in_channels: int, num_classes: int, image_size:
     """`exit_costs` of `build_model(arch, ...)`, remembered in `cache_dir` (one JSON file per model).
 
     Why: the workflow needs every model's costs to know its OPT exits, and every Snakemake process
-    rebuilds the DAG: each Slurm job, each rerun. Building and tracing the paper's models takes
-    seconds each; a cache hit reads one small file. The key holds a hash of the model code, so
-    an edited architecture is never served stale costs.
+    rebuilds the DAG: each Slurm job, each rerun; every training job then writes them into its
+    exits.csv. Building and tracing the paper's models takes seconds each, and the FLOP counter
+    imports torch._dynamo (2 s) on first use; a cache hit reads one small file. The key holds a
+    hash of the model code, so an edited architecture is never served stale costs.
     """
     from .models import build_model
 

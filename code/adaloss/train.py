@@ -38,19 +38,21 @@ from tqdm.auto import tqdm
 from . import atomic
 from .data import DeviceLoader, ImageData, load_dataset
 from .evaluate import anytime_errors, exits_frame
-from .flops import exit_costs
+from .flops import COSTS_CACHE, cached_exit_costs
 from .graphed import GraphedStep
 from .models import build_model
 from .provenance import cpu_name
+from .sgd import SGD
 from .weighting import SCALES, WEIGHTINGS, LossWeighting, make_weighting, weighting_label
 
 __all__ = [
     "TrainConfig", "Run", "ExitLosses", "train_step", "make_step", "NonFiniteLossError", "CheckpointMismatchError",
-    "UnsafeCheckpointError", "load_checkpoint",
+    "UnsafeCheckpointError", "load_checkpoint", "make_optimizer",
     "fit", "lr_at", "resolve_device", "bf16_native", "convolves_unit_maps", "autocast_bf16",
 ]
 
 CHECKPOINT = "checkpoint.pt"
+Optimizer = torch.optim.Optimizer | SGD  # what a training step updates the parameters with
 
 
 @dataclass
@@ -201,7 +203,15 @@ def autocast_bf16(model: nn.Module, device: torch.device) -> bool:
     return bf16_native(device) and (device.type == "cuda" or not convolves_unit_maps(model))
 
 
-def make_step(loss_fn: Callable[..., Tensor], weighting: LossWeighting, optimizer: torch.optim.Optimizer,
+def make_optimizer(groups: list[dict[str, Any]], lr: float, momentum: float, device: torch.device) -> Optimizer:
+    """SGD for `device`: torch's fused kernel on CUDA (the CUDA graph captures it); on CPU `sgd.SGD`,
+    the same update bit for bit without the 2 s `torch.optim` adds to every job's start-up."""
+    if device.type == "cuda":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, fused=True)
+    return SGD(groups, lr=lr, momentum=momentum)
+
+
+def make_step(loss_fn: Callable[..., Tensor], weighting: LossWeighting, optimizer: Optimizer,
               upto: int | None = None, channels_last: bool = False,
               cuda_graph: bool = False) -> Callable[[Tensor, Tensor], Tensor]:
     """The training step on one batch, `step(x, y) -> per-exit losses`: the eager `train_step`, or
@@ -269,7 +279,7 @@ class ExitLosses(nn.Module):
 def train_step(
     loss_fn: Callable[..., Tensor],
     weighting: LossWeighting,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Optimizer,
     x: Tensor,
     y: Tensor,
     upto: int | None = None,
@@ -312,10 +322,8 @@ class Run:
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.weighting = self._make_weighting().to(self.device)
-        self.optimizer = torch.optim.SGD(
-            _param_groups(self.model, self.weighting, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum,
-            fused=self.cuda or None,
-        )
+        self.optimizer = make_optimizer(_param_groups(self.model, self.weighting, cfg.weight_decay), cfg.lr,
+                                        cfg.momentum, self.device)
         self.loader = DeviceLoader(
             self.data.x_train, self.data.y_train, cfg.batch_size, self.device, shuffle=True,
             crop_pad=self.data.crop_pad, flip=self.data.flip, mean=self.data.mean, std=self.data.std,
@@ -481,7 +489,8 @@ class Run:
         else:
             test = self.evaluate("test")
         val = self.evaluate("val") if len(data.y_val) else [float("nan")] * self.num_exits
-        costs = exit_costs(self.model, (data.in_channels, data.image_size, data.image_size))[: self.num_exits]
+        costs = cached_exit_costs(cfg.arch, data.in_channels, data.num_classes, data.image_size, cfg.arch_opts,
+                                  Path(cfg.data_root) / COSTS_CACHE)[: self.num_exits]
         frame = exits_frame(cfg, costs, test, val, only_last=cfg.weighting == "opt")
         atomic.write_csv(self.out / "exits.csv", frame)
         atomic.write_csv(self.out / "log.csv", pd.DataFrame(self.log_rows))

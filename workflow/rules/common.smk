@@ -88,15 +88,17 @@ def train_options(dataset, eann=False):
 @lru_cache(maxsize=None)
 def model_costs(dataset, model):
     """Cumulative FLOPs and parameters per exit of `model` on `dataset`, counted once and cached
-    in .snakemake/adaloss_costs/ (every Slurm job rebuilds the DAG)."""
+    in {data_root}/.adaloss_cache/costs/ (every Slurm job rebuilds the DAG, and every training job
+    of the model reads them from there)."""
     import torch
     from adaloss.data import dataset_info
-    from adaloss.flops import cached_exit_costs
+    from adaloss.flops import COSTS_CACHE, cached_exit_costs
 
     torch.set_num_threads(1)  # tiny single-image passes: threads only add contention
-    channels, size, classes = dataset_info(dataset, train_options(dataset)["data_root"])
+    root = train_options(dataset)["data_root"]
+    channels, size, classes = dataset_info(dataset, root)
     options = {k: v for k, v in MODELS[model].items() if k != "arch"}
-    return cached_exit_costs(MODELS[model]["arch"], channels, classes, size, options, ".snakemake/adaloss_costs")
+    return cached_exit_costs(MODELS[model]["arch"], channels, classes, size, options, f"{root}/{COSTS_CACHE}")
 
 
 @lru_cache(maxsize=None)
