@@ -402,3 +402,45 @@ def test_cuda_gives_the_cpu_batches():
     on_cpu, on_gpu = DeviceLoader(*args, "cpu", **options), DeviceLoader(*args, "cuda", **options)
     for (xa, ya), (xb, yb) in zip(on_cpu, on_gpu, strict=True):
         assert xb.is_cuda and torch.equal(ya, yb.cpu()) and torch.allclose(xa, xb.cpu(), atol=1e-5)
+
+
+def _labelled(tmp_path, n_train=300, n_test=100, classes=3):
+    rng = np.random.default_rng(1)
+    np.savez(tmp_path / "sub.npz", x_train=rng.integers(0, 256, (n_train, 4, 4), dtype=np.uint8),
+             y_train=np.arange(n_train) % classes, x_test=rng.integers(0, 256, (n_test, 4, 4), dtype=np.uint8),
+             y_test=np.arange(n_test) % classes)
+
+
+def test_subsets_are_class_balanced_and_the_same_for_every_run_seed(tmp_path):
+    _labelled(tmp_path)
+    a = load_dataset("sub", tmp_path, train_subset=31, test_subset=9, seed=0)
+    b = load_dataset("sub", tmp_path, train_subset=31, test_subset=9, seed=5)
+    assert torch.bincount(a.y_train).tolist() == [11, 10, 10] and torch.bincount(a.y_test).tolist() == [3, 3, 3]
+    assert torch.equal(a.x_train, b.x_train) and torch.equal(a.x_test, b.x_test)
+    assert len(load_dataset("sub", tmp_path, train_subset=1000).y_train) == 300  # larger than the set: all of it
+
+
+def test_the_validation_split_comes_out_of_the_subset(tmp_path):
+    _labelled(tmp_path)
+    data = load_dataset("sub", tmp_path, train_subset=60, val_fraction=0.25)
+    assert (len(data.y_train), len(data.y_val)) == (45, 15)
+
+
+def test_a_subset_too_small_for_its_classes_is_named(tmp_path):
+    _labelled(tmp_path)
+    with pytest.raises(DataError, match="cannot hold all 3 classes"):
+        load_dataset("sub", tmp_path, train_subset=2)
+    np.savez(tmp_path / "skewed.npz", x_train=np.zeros((12, 4, 4), np.uint8), y_train=np.array([0] * 10 + [1] * 2),
+             x_test=np.zeros((2, 4, 4), np.uint8), y_test=np.array([0, 1]))
+    with pytest.raises(DataError, match="class 1 has 2 images, fewer than the 5"):
+        load_dataset("skewed", tmp_path, train_subset=10)
+
+
+def test_the_small_sets_are_cached_and_an_unreadable_cache_is_rebuilt(tmp_path):
+    first = load_dataset("digits", tmp_path)
+    cache = tmp_path / ".adaloss_cache" / "digits.npz"
+    assert cache.is_file()
+    cache.write_bytes(b"not a zip")  # truncated or foreign: never trusted
+    again = load_dataset("digits", tmp_path)
+    assert torch.equal(first.x_train, again.x_train) and torch.equal(first.y_test, again.y_test)
+    assert np.load(cache)["x_train"].shape == (1437, 1, 8, 8)

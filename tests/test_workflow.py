@@ -223,3 +223,57 @@ def test_a_killed_study_finishes_on_a_plain_rerun_without_retraining(tmp_path):
     assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-3000:]
     assert (tmp_path / "report" / "report.html").exists()
     assert {run: (run / "checkpoint.pt").stat().st_mtime_ns for run in finished} == finished
+
+
+@pytest.mark.parametrize("profile,trainings", [("laptop", 21), ("gpu_quick", 42)])
+def test_the_laptop_and_gpu_quick_dry_runs_print_their_trainings(tmp_path, profile, trainings):
+    result = _snakemake("--dry-run", "--configfile", str(ROOT / "config" / f"{profile}.yaml"), cwd=tmp_path,
+                        timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert _train_jobs(result.stdout) == trainings
+    assert re.search(rf"{trainings} trainings \(0 of them EANN members\); about [\d.]+ GPU-hours", result.stderr)
+
+
+def _fake_cifar(root: Path, n_train: int = 400, n_test: int = 200) -> None:
+    """A data set in CIFAR-10's format (uint8 32x32x3 images, 10 classes, flips and 4-pixel crops) as
+    data/fakecifar.npz: torchvision's own CIFAR files cannot be faked for a subprocess (md5 checks)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True)
+    np.savez(root / "fakecifar.npz", x_train=rng.integers(0, 256, (n_train, 32, 32, 3), dtype=np.uint8),
+             y_train=np.arange(n_train) % 10, x_test=rng.integers(0, 256, (n_test, 32, 32, 3), dtype=np.uint8),
+             y_test=np.arange(n_test) % 10, num_classes=np.int64(10), flip=np.int64(1), crop_pad=np.int64(4))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("profile", ["laptop", "gpu_quick"])
+def test_the_laptop_and_gpu_quick_profiles_run_in_their_smoke_form(tmp_path, profile):
+    """The profile's DAG as it is (its models, schemes and experiments), on a small fake data set in
+    CIFAR's format, one epoch, two seeds, on the CPU."""
+    _fake_cifar(tmp_path / "data")
+
+    def smoke_form(c: dict) -> None:
+        c.update(datasets=["fakecifar"], seeds=[0, 1], dataset_train={"fakecifar": {"train_subset": 200,
+                                                                                     "test_subset": 100}})
+        c["train"].update(epochs=1, device="cpu", compile=False, cuda_graph=False, eval_every=1)
+        c["resources"] = {"threads": 1, "mem_mb": 1000, "runtime": 5, "gpu": 0}
+        c["bench"] = {"n": 1, "width": 4, "batch_size": 16, "steps": 2, "warmup": 1, "images": 64,
+                      "image_size": 8, "channels": 1, "threads": 1}
+
+    spec = yaml.safe_load((ROOT / "config" / f"{profile}.yaml").read_text())
+    smoke_form(spec)
+    config = tmp_path / "smoke_form.yaml"
+    config.write_text(yaml.safe_dump(spec))
+    result = _snakemake("--cores", "2", "--configfile", str(config), cwd=tmp_path, timeout=900)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    figures = sorted(p.name for p in (tmp_path / "results" / "figures").glob("*.png"))
+    assert figures == ["e1_anytime.png", "e2_relative_to_opt.png", "e5_weights_vs_difficulty.png",
+                       "e6_weight_trajectories.png"]
+    runs = pd.read_csv(tmp_path / "results" / "tables" / "runs.csv")
+    assert len(runs) == 14 and set(runs["pool"]) == {"runs"}  # 3 schemes + 4 OPT networks, 2 seeds
+    claims = pd.read_csv(tmp_path / "results" / "tables" / "claims.csv")
+    skipped = claims[claims["ours"].str.contains("does not run", na=False)]
+    assert len(skipped) == 2 and set(skipped["verdict"]) == {"not testable"}  # E3 and E4
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert f"profile {profile}" in page and "E4 EANN" not in page

@@ -44,6 +44,8 @@ _HELP = {
     "data_root": "folder of CIFAR/SVHN files and NAME.npz",
     "download": "let torchvision download CIFAR/SVHN when they are missing",
     "val_fraction": "fraction of the training set held out for validation (never the test set)",
+    "train_subset": "train on a class-balanced subset of this many images, the same for every seed (0 = all)",
+    "test_subset": "test on a class-balanced subset of this many images, the same for every seed (0 = all)",
     "device": "auto (CUDA when present), cpu, cuda, cuda:1, ...",
     "threads": "CPU threads for torch (0 = torch's default)",
     "channels_last": "NHWC memory format for the model and batches",

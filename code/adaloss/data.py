@@ -38,7 +38,7 @@ from .augment import DeviceLoader, augment, normalize
 
 __all__ = [
     "DataError", "DatasetNotFoundError", "DeviceLoader", "ImageData",
-    "augment", "dataset_info", "load_dataset", "normalize", "train_size",
+    "augment", "balanced_subset", "dataset_info", "load_dataset", "normalize", "train_size",
 ]
 
 _Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # x_train, y_train, x_test, y_test; x (N, C, H, W)
@@ -334,7 +334,26 @@ def _read_npz(path: Path) -> tuple[_Arrays, int, int, bool]:
     return (x_train, y_train, x_test, y_test), num_classes, crop_pad, flip
 
 
-# ---------------------------------------------------------------- validation split, statistics, public API
+# ---------------------------------------------------------------- subsets, validation split, statistics, public API
+
+def balanced_subset(y: Tensor, n: int, num_classes: int, what: str) -> Tensor:
+    """Indices (sorted) of a class-balanced subset of n labels: n // C of every class, one more for
+    the first n % C classes, each class's picks drawn by a fixed seed (the same for every run seed,
+    so every run of a study sees the same images). Too few images of a class is an error."""
+    if n < num_classes:
+        raise DataError(f"{what}: a subset of {n} images cannot hold all {num_classes} classes")
+    g = torch.Generator().manual_seed(_SPLIT_SEED)
+    order = torch.randperm(len(y), generator=g)
+    picks = []
+    for c in range(num_classes):
+        want = n // num_classes + (1 if c < n % num_classes else 0)
+        members = order[y[order] == c]
+        if len(members) < want:
+            raise DataError(f"{what}: class {c} has {len(members)} images, fewer than the {want} the subset needs")
+        picks.append(members[:want])
+    return torch.cat(picks).sort().values
+
+
 
 def _split_val(x: Tensor, y: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Hold out round(fraction * N) training images at random (seeded), never touching the test set."""
@@ -367,9 +386,14 @@ def _channel_stats(x: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def load_dataset(
-    name: str, root: str | Path = "data", download: bool = True, val_fraction: float = 0.0, seed: int = 0
+    name: str, root: str | Path = "data", download: bool = True, val_fraction: float = 0.0, seed: int = 0,
+    train_subset: int = 0, test_subset: int = 0,
 ) -> ImageData:
     """Load dataset `name` (a built-in or root/NAME.npz), with an optional seeded validation split of the training set.
+
+    `train_subset` / `test_subset` > 0 keep a class-balanced subset of that many images
+    (`balanced_subset`, the same for every run seed), taken before the validation split: e.g. 5,000
+    and 1,000 CIFAR-10 images for a laptop-sized study. 0 keeps every image.
 
     CIFAR/SVHN live under `root` in torchvision's layout; download=True lets torchvision fetch
     them, and when that fails or files are missing or corrupt a DatasetNotFoundError says which
@@ -384,6 +408,15 @@ def load_dataset(
     else:
         arrays, num_classes, crop_pad, flip = _read_npz(_npz_path(name, root))
     x_train, y_train, x_test, y_test = (torch.from_numpy(a) for a in arrays)
+    for split, n in (("train", train_subset), ("test", test_subset)):
+        if n < 0:
+            raise ValueError(f"{split}_subset must be >= 0 (0 = every image), got {n}")
+    if 0 < train_subset < len(y_train):
+        keep = balanced_subset(y_train, train_subset, num_classes, f"{name} training set")
+        x_train, y_train = x_train[keep], y_train[keep]
+    if 0 < test_subset < len(y_test):
+        keep = balanced_subset(y_test, test_subset, num_classes, f"{name} test set")
+        x_test, y_test = x_test[keep], y_test[keep]
     x_train, y_train, x_val, y_val = _split_val(x_train, y_train, val_fraction, seed)
     mean, std = _channel_stats(x_train)
     return ImageData(name, x_train, y_train, x_val, y_val, x_test, y_test, num_classes, crop_pad, flip, mean, std)

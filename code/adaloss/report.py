@@ -117,13 +117,21 @@ def mean_std_table(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     return frame.groupby(by, sort=True)[cols].agg(lambda v: mean_std(v.astype(float))).reset_index()
 
 
-def study_claims(tables: Path, small_model: str, opt_model: str, tolerance: float) -> pd.DataFrame:
-    """`claims.all_claims` on the study's tables in `tables`."""
-    t = {name: pd.read_csv(tables / f"{name}.csv") for name in (
-        "relative_to_opt_seeds", "small_vs_large", "eann", "adaloss_weights", "anytime_errors", "runs")}
-    runs = t["runs"][t["runs"]["pool"] == "runs"]
-    return all_claims(t["relative_to_opt_seeds"], families(runs), t["small_vs_large"], small_model, t["eann"],
-                      t["anytime_errors"], opt_model, tolerance, t["adaloss_weights"])
+def _read(tables: Path, name: str) -> pd.DataFrame | None:
+    """A table of the study, or None when this profile's experiments do not make it."""
+    path = tables / f"{name}.csv"
+    return pd.read_csv(path) if path.exists() else None
+
+
+def study_claims(tables: Path, small_model: str | None, opt_model: str | None, tolerance: float) -> pd.DataFrame:
+    """`claims.all_claims` on the study's tables in `tables` (E3's and E4's claims only when they ran)."""
+    runs = pd.read_csv(tables / "runs.csv")
+    runs = runs[runs["pool"] == "runs"]
+    svl = _read(tables, "small_vs_large") if small_model else None
+    curve = _read(tables, "eann") if opt_model else None
+    return all_claims(pd.read_csv(tables / "relative_to_opt_seeds.csv"), families(runs), svl, small_model, curve,
+                      pd.read_csv(tables / "anytime_errors.csv"), opt_model, tolerance,
+                      _read(tables, "adaloss_weights"))
 
 
 # -- the page ---------------------------------------------------------------------------------
@@ -181,23 +189,24 @@ def _scale(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _extra_tables(t: Path, anytime: pd.DataFrame, model_arch: dict[str, str]) -> dict[str, str]:
-    """The table shown under each figure, computed from the tables."""
-    cost = pd.read_csv(t / "eann_cost.csv")
-    weights = pd.read_csv(t / "adaloss_weights.csv")
-    traj = pd.read_csv(t / "weight_trajectories.csv")
-    return {
+    """The table shown under each figure, computed from the tables (for the experiments that ran)."""
+    extra = {
         "e1_anytime": "<p>Final-exit test error (%), mean ± std over seeds (OPT: its deepest network).</p>"
                       + _table(final_error_table(anytime)),
         "e2_relative_to_opt": _table(e2_table(pd.read_csv(t / "relative_to_opt_seeds.csv"),
                                               pd.read_csv(t / "paper_relative_to_opt.csv"), model_arch)),
-        "e3_small_vs_large": _table(mean_std_table(small_vs_large_summary(pd.read_csv(t / "small_vs_large.csv")),
-                                                   ["dataset"])),
-        "e4_eann": _table(mean_std_table(cost, ["dataset", "weighting", "opt_exit"])),
-        "e5_weights_vs_difficulty": _table(difficulty(anytime).merge(
-            mean_std_table(final_exit_share(weights), ["dataset"]), on="dataset")),
-        "e6_weight_trajectories": f"<p>{traj.groupby(['dataset', 'model', 'seed'])['step'].nunique().max()} "
-                                  "weight updates per run at most.</p>",
     }
+    if (svl := _read(t, "small_vs_large")) is not None:
+        extra["e3_small_vs_large"] = _table(mean_std_table(small_vs_large_summary(svl), ["dataset"]))
+    if (cost := _read(t, "eann_cost")) is not None:
+        extra["e4_eann"] = _table(mean_std_table(cost, ["dataset", "weighting", "opt_exit"]))
+    if (weights := _read(t, "adaloss_weights")) is not None:
+        extra["e5_weights_vs_difficulty"] = _table(difficulty(anytime).merge(
+            mean_std_table(final_exit_share(weights), ["dataset"]), on="dataset"))
+    if (traj := _read(t, "weight_trajectories")) is not None:
+        extra["e6_weight_trajectories"] = (f"<p>{traj.groupby(['dataset', 'model', 'seed'])['step'].nunique().max()} "
+                                           "weight updates per run at most.</p>")
+    return extra
 
 
 def _bench_section(bench_dir: Path) -> str:
@@ -301,9 +310,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bench-dir", default="results/bench", help="optional `adaloss bench` JSON files")
     parser.add_argument("--benchmarks", default="results/benchmarks",
                         help="folder of the training jobs' Snakemake benchmark files (for the wall time)")
-    parser.add_argument("--small-model", required=True, help="E3's small model (its family labels the claim)")
-    parser.add_argument("--opt-model", required=True, help="E4's reference model, whose OPT networks the EANN meets")
-    parser.add_argument("--eann-tolerance", type=float, required=True,
+    parser.add_argument("--small-model", help="E3's small model (its family labels the claim); absent: E3 did not run")
+    parser.add_argument("--opt-model", help="E4's reference model, whose OPT networks the EANN meets; absent: E4 did not run")
+    parser.add_argument("--eann-tolerance", type=float, default=0.1,
                         help="relative slack on OPT's error that still counts as 'competitive' (0.1 = 10%%)")
     parser.add_argument("--claims-out", required=True, help="where to write claims.csv")
     parser.add_argument("--out", required=True, help="the HTML report")

@@ -82,6 +82,8 @@ class TrainConfig:
     data_root: str = "data"
     download: bool = True  # fetch CIFAR/SVHN through torchvision when missing
     val_fraction: float = 0.0  # held out of the training set, never the test set
+    train_subset: int = 0  # a class-balanced subset of this many training images (0 = all)
+    test_subset: int = 0  # the same for the test set
     device: str = "auto"  # auto = CUDA when present, else CPU
     threads: int = 0  # CPU threads for torch; 0 = leave torch's default
     channels_last: bool = True  # NHWC memory format (faster on CUDA and, measured, on CPU for 32x32 inputs)
@@ -307,7 +309,8 @@ class Run:
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
         self.data = data if data is not None else load_dataset(
-            cfg.dataset, cfg.data_root, download=cfg.download, val_fraction=cfg.val_fraction, seed=cfg.seed
+            cfg.dataset, cfg.data_root, download=cfg.download, val_fraction=cfg.val_fraction, seed=cfg.seed,
+            train_subset=cfg.train_subset, test_subset=cfg.test_subset,
         )
         torch.manual_seed(cfg.seed)
         self.model = build_model(

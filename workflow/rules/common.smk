@@ -28,8 +28,9 @@ PYTHON = shlex.quote(sys.executable)
 ADALOSS = f"{PYTHON} -m adaloss"
 
 MODELS = config["models"]
-E3 = config["small_vs_large"]
-E4 = config["eann"]
+SELECTED = config["experiments"]  # e1..e6: a profile may run only some (the laptop and GPU-quick ones)
+E3 = config.get("small_vs_large", {}) if "e3" in SELECTED else {}
+E4 = config.get("eann", {}) if "e4" in SELECTED else {}
 SCALE = config["loss_scale"]
 # Runs train on the whole training set, as the authors (do_validation=False). Only the EANN members
 # hold out a validation split, on which the EANN chooses; they are trained apart, in eann_runs/.
@@ -38,12 +39,16 @@ EANN_RUN = "results/eann_runs/{dataset}/{model}/{weighting}/seed{seed}"
 TABLES = "results/tables"
 NOTEBOOKS = f"{workflow.basedir}/workflow/notebooks"
 EXPERIMENTS = [
-    "e1_anytime",
-    "e2_relative_to_opt",
-    "e3_small_vs_large",
-    "e4_eann",
-    "e5_weights_vs_difficulty",
-    "e6_weight_trajectories",
+    name
+    for name in (
+        "e1_anytime",
+        "e2_relative_to_opt",
+        "e3_small_vs_large",
+        "e4_eann",
+        "e5_weights_vs_difficulty",
+        "e6_weight_trajectories",
+    )
+    if name.split("_")[0] in SELECTED
 ]
 
 
@@ -52,12 +57,14 @@ def _check(ok, message):
         raise ValueError(f"config: {message}")
 
 
+for _name, _key, _given in (("e3", "small_vs_large", E3), ("e4", "eann", E4)):
+    _check(_name not in SELECTED or _given, f"experiment {_name} is selected but `{_key}` is not given")
 _undefined = sorted(
-    {*config["compare"], E3["small"], E3["large"], *E4["members"], E4["opt_model"], *SCALE["models"]}
-    - set(MODELS)
+    {*config["compare"], E3.get("small"), E3.get("large"), *E4.get("members", []), E4.get("opt_model"),
+     *SCALE["models"]} - set(MODELS) - {None}
 )
 _check(not _undefined, f"models {_undefined} are used but not defined under `models` ({sorted(MODELS)})")
-_check(E4["opt_model"] in config["compare"], f"eann.opt_model {E4['opt_model']!r} must be in `compare`")
+_check(not E4 or E4["opt_model"] in config["compare"], f"eann.opt_model {E4.get('opt_model')!r} must be in `compare`")
 _check(set(SCALE["models"]) <= set(config["compare"]),
        f"loss_scale.models {SCALE['models']} must be `compare` models (the ablation is read against their OPT)")
 _check("adaloss" in config["weightings"], "`weightings` must include adaloss (E1, E2, E5, E6)")
@@ -67,8 +74,8 @@ if _stray:  # a profile that replaces `datasets` may keep another's overrides: t
     DATASET_TRAIN = {d: v for d, v in DATASET_TRAIN.items() if d not in _stray}
 
 
-WEIGHTINGS = sorted({*config["weightings"], E3["small_weighting"], E3["large_weighting"], *E4["weightings"],
-                     *SCALE["weightings"]})
+WEIGHTINGS = sorted({*config["weightings"], *(E3.get(k) for k in ("small_weighting", "large_weighting")),
+                     *E4.get("weightings", []), *SCALE["weightings"]} - {None})
 
 
 wildcard_constraints:
@@ -120,7 +127,8 @@ def study_runs():
                 runs |= {(d, m, w, s) for w in config["weightings"]}
                 runs |= {(d, m, f"opt{k}", s) for k in opt_exit_list(d, m)}
             runs |= {(d, m, w, s) for m in SCALE["models"] for w in SCALE["weightings"]}
-            runs |= {(d, E3["small"], E3["small_weighting"], s), (d, E3["large"], E3["large_weighting"], s)}
+            if E3:
+                runs |= {(d, E3["small"], E3["small_weighting"], s), (d, E3["large"], E3["large_weighting"], s)}
     return tuple(sorted(runs))
 
 
@@ -128,7 +136,7 @@ def study_runs():
 def eann_runs():
     """Every (dataset, model, weighting, seed) of the EANN members, trained with a hold-out split."""
     return tuple(sorted({(d, m, w, s) for d in config["datasets"] for s in config["seeds"]
-                         for m in E4["members"] for w in E4["weightings"]}))
+                         for m in E4.get("members", []) for w in E4.get("weightings", [])}))
 
 
 def estimated_gpu_hours():
@@ -142,7 +150,8 @@ def estimated_gpu_hours():
             opts = train_options(d, eann)
             costs = model_costs(d, m)
             flops = costs[int(w[3:])].flops if w.startswith("opt") else costs[-1].flops
-            images = int(train_size(d, opts["data_root"]) * (1 - opts["val_fraction"]))
+            images = train_size(d, opts["data_root"])
+            images = int(min(images, opts["train_subset"] or images) * (1 - opts["val_fraction"]))
             hours += training_gpu_hours(flops, images, opts["epochs"])
     return hours
 
@@ -252,6 +261,27 @@ def notebook_outputs(name, category):
 
 def get_figures():
     return [f"results/figures/{e}.png" for e in EXPERIMENTS]
+
+
+def get_report_tables():
+    """The tables the report reads: the anytime and relative ones always, each experiment's own if selected."""
+    tables = [*rules.anytime_errors.output, *rules.relative_to_opt.output, *rules.paper_relative_to_opt.output,
+              *rules.runs_table.output]
+    tables += [*rules.small_vs_large.output] if E3 else []
+    tables += [*rules.eann.output] if E4 else []
+    tables += [*rules.adaloss_weights.output] if "e5" in SELECTED else []
+    tables += [*rules.weight_trajectories.output] if "e6" in SELECTED else []
+    return tables
+
+
+def get_report_args():
+    """What the report needs to know of E3 and E4, when they run."""
+    args = []
+    if E3:
+        args.append(f"--small-model {E3['small']}")
+    if E4:
+        args.append(f"--opt-model {E4['opt_model']} --eann-tolerance {E4['tolerance']}")
+    return " ".join(args)
 
 
 def get_final_output():

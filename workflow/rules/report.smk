@@ -18,16 +18,7 @@ rule speed_bench:
 
 rule study_report:
     input:
-        tables=[
-            *rules.anytime_errors.output,
-            *rules.relative_to_opt.output,
-            *rules.paper_relative_to_opt.output,
-            *rules.small_vs_large.output,
-            *rules.eann.output,
-            *rules.adaloss_weights.output,
-            *rules.weight_trajectories.output,
-            *rules.runs_table.output,
-        ],
+        tables=get_report_tables(),
         figures=get_figures(),
         bench=rules.speed_bench.output,
     output:
@@ -38,11 +29,9 @@ rule study_report:
     params:
         profile=config["profile"],
         configfiles=" ".join(map(str, workflow.configfiles)) or "(none)",
-        small=E3["small"],
-        opt_model=E4["opt_model"],
-        tolerance=E4["tolerance"],
+        experiments=get_report_args(),
     shell:
         "{ADALOSS} report --tables $(dirname {output.claims}) --figures {input.figures}"
         " --profile {params.profile} --configfiles {params.configfiles} --bench-dir $(dirname {input.bench})"
-        " --small-model {params.small} --opt-model {params.opt_model} --eann-tolerance {params.tolerance}"
+        " {params.experiments}"
         " --claims-out {output.claims} --out {output.html} > {log} 2>&1"

@@ -46,8 +46,8 @@ rule small_vs_large:
     log:
         "logs/tables/small_vs_large.log",
     params:
-        small=f"{E3['small']} {E3['small_weighting']}",
-        large=f"{E3['large']} {E3['large_weighting']}",
+        small=f"{E3.get('small')} {E3.get('small_weighting')}",
+        large=f"{E3.get('large')} {E3.get('large_weighting')}",
     shell:
         "{ADALOSS} tables small-vs-large --anytime {input} --small {params.small}"
         " --large {params.large} --out {output} > {log} 2>&1"
@@ -65,9 +65,9 @@ rule eann:
     log:
         "logs/tables/eann.log",
     params:
-        members=" ".join(E4["members"]),
-        opt_model=E4["opt_model"],
-        tolerance=E4["tolerance"],
+        members=" ".join(E4.get("members", [])),
+        opt_model=E4.get("opt_model"),
+        tolerance=E4.get("tolerance"),
     shell:
         "{ADALOSS} eann --exits {input.exits} --members {params.members}"
         " --anytime {input.anytime} --opt-model {params.opt_model} --tolerance {params.tolerance}"
