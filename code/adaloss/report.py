@@ -204,8 +204,8 @@ def _extra_tables(t: Path, anytime: pd.DataFrame, model_arch: dict[str, str]) ->
         extra["e5_weights_vs_difficulty"] = _table(difficulty(anytime).merge(
             mean_std_table(final_exit_share(weights), ["dataset"]), on="dataset"))
     if (traj := _read(t, "weight_trajectories")) is not None:
-        extra["e6_weight_trajectories"] = (f"<p>{traj.groupby(['dataset', 'model', 'seed'])['step'].nunique().max()} "
-                                           "weight updates per run at most.</p>")
+        updates = traj.groupby(["dataset", "model", "seed"])["step"].nunique().max() if len(traj) else 0
+        extra["e6_weight_trajectories"] = f"<p>{updates} weight updates per run at most.</p>"
     return extra
 
 
@@ -278,8 +278,8 @@ def build_html(tables: Path, figures: list[Path], profile: str, configfiles: str
         f"<li>Costs: <code>flops</code> is the anytime cost of an exit (the backbone up to it and every head run "
         "before it, what a deployed anytime network pays); the authors counted the backbone plus that exit's own "
         "head (<code>own_head_flops</code> in anytime_errors.csv). Every figure and table here uses the anytime "
-        "cost. OPT networks and the 1/4, 1/2, 3/4, 1 columns sit at predictor index floor(f (K-1)), as in the "
-        "authors' launch scripts.</li>",
+        "cost. OPT networks and the 1/4, 1/2, 3/4, 1 columns sit at predictor index floor(f (K-1)) "
+        "(docs/fidelity.md, D2: the authors trained OPT at every exit and chose the columns offline).</li>",
         f"<li>Seeds: {study['seed'].nunique()}. A claim is <i>reproduced</i> or <i>contradicted</i> only when the "
         "95% interval of its paired per-seed differences (Student t) excludes zero; otherwise, and always with one "
         "seed, it is <i>inconclusive</i>.</li>",

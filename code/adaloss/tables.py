@@ -14,8 +14,8 @@ and beside them: `relative_to_opt_seeds.csv` (the per-seed pairs behind the mean
 `paper_relative_to_opt.csv` (the paper's published row, flagged unverified).
 
 Relative increase over OPT (paper.md §7): 100 * (err_scheme(k) - err_OPT(k)) / err_OPT(k) at the
-predictor index k = floor(f * (K - 1)) for f = 1/4, 1/2, 3/4, 1 (`flops.opt_exits`, the authors'
-placement, the same rule that chose the OPT networks); seed s of a scheme is paired with seed s of
+predictor index k = floor(f * (K - 1)) for f = 1/4, 1/2, 3/4, 1 (`flops.opt_exits`, the same rule
+that chose the OPT networks; docs/fidelity.md, D2); seed s of a scheme is paired with seed s of
 OPT. An OPT error of 0 leaves the ratio undefined (empty cell) rather than infinite.
 
 Byte-stable output: rows are sorted on their key columns and floats written with `FLOAT_FORMAT`.

@@ -111,7 +111,7 @@ def model_costs(dataset, model):
 @lru_cache(maxsize=None)
 def opt_exit_list(dataset, model):
     """The predictor indices floor(f * (K - 1)) for f = 1/4, 1/2, 3/4, 1 of `model` on `dataset`
-    (deduplicated), as the authors' launch scripts place them: one OPT network is trained for each."""
+    (deduplicated), the budget points of docs/fidelity.md (D2): one OPT network is trained for each."""
     from adaloss.flops import opt_exits
 
     return sorted(set(opt_exits(len(model_costs(dataset, model)))))
