@@ -141,7 +141,7 @@ EXPERIMENTS = {
                    "earlier heads included), per dataset and model, for each weighting scheme; OPT (one network "
                    "per budget point) as stars."),
     "e2_relative_to_opt": ("E2 Relative increase in error over OPT", "At predictor index floor(f (K-1)) for f = "
-                           "1/4, 1/2, 3/4 and 1, where the authors placed their OPT networks; seed s of a scheme is "
+                           "1/4, 1/2, 3/4 and 1, where the OPT networks sit (docs/fidelity.md, D2); seed s of a scheme is "
                            "paired with seed s of OPT."),
     "e3_small_vs_large": ("E3 Small AdaLoss ANN against a large CONST ANN", "Error against FLOPs of the small ANN "
                           "with AdaLoss and a ~2x larger ANN with CONST."),
@@ -275,7 +275,7 @@ def build_html(tables: Path, figures: list[Path], profile: str, configfiles: str
         "EANN members (pool <code>eann_runs</code>) hold out "
         f"{'/'.join(map(str, sorted(held_out.unique()))) or 'none'} of it, on whose error the EANN chooses its "
         "predictions, never on test error.</li>",
-        f"<li>Costs: <code>flops</code> is the anytime cost of an exit (the backbone up to it and every head run "
+        "<li>Costs: <code>flops</code> is the anytime cost of an exit (the backbone up to it and every head run "
         "before it, what a deployed anytime network pays); the authors counted the backbone plus that exit's own "
         "head (<code>own_head_flops</code> in anytime_errors.csv). Every figure and table here uses the anytime "
         "cost. OPT networks and the 1/4, 1/2, 3/4, 1 columns sit at predictor index floor(f (K-1)) "
