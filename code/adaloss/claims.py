@@ -28,11 +28,11 @@ import numpy as np
 import pandas as pd
 
 from .eann import theory_sup_factor
-from .tables import PAPER_RELATIVE_TO_OPT, difficulty
+from .tables import BUDGETS, PAPER_RELATIVE_TO_OPT, difficulty
 from .weighting import label
 
 __all__ = [
-    "CLAIM_COLUMNS", "FAMILIES", "Interval", "paired_interval", "verdict", "late_budget_claims",
+    "CLAIM_COLUMNS", "FAMILIES", "Interval", "family_of", "paired_interval", "verdict", "late_budget_claims",
     "early_budget_claims", "loss_scale_claims", "small_vs_large_claim", "small_vs_large_summary",
     "member_cost_ratio", "eann_claims", "weights_claim", "final_exit_share", "all_claims",
 ]
@@ -111,7 +111,8 @@ def _untestable(claim: str, family: str, why: str, paper: str) -> _Claim:
     return _Claim(claim, family, "", "", why, paper, nan, nan, nan, 0, TEST, "not testable")
 
 
-def _family_of(models: Mapping[str, str]) -> Callable[[str], str]:
+def family_of(models: Mapping[str, str]) -> Callable[[str], str]:
+    """model -> its family's name (ResANN, DenseANN, MSDNet), given model -> arch; unknown models keep their name."""
     return lambda model: FAMILIES.get(models.get(model, ""), models.get(model, model))
 
 
@@ -130,8 +131,6 @@ def _rel_pairs(seeds: pd.DataFrame, a: str, b: str, budgets: Sequence[float]) ->
 
 
 def _paper_rel(weighting: str, budgets: Sequence[float]) -> float | None:
-    from .tables import BUDGETS
-
     if weighting not in PAPER_RELATIVE_TO_OPT:
         return None
     return float(np.mean([PAPER_RELATIVE_TO_OPT[weighting][BUDGETS.index(b)] for b in budgets]))
@@ -146,7 +145,7 @@ def _paper_text(family: str, a: str, b: str, budgets: Sequence[float]) -> str:
 
 def _rel_claims(seeds: pd.DataFrame, families: Mapping[str, str], a: str, b: str, budgets: Sequence[float],
                 claim: Callable[[str], str], paper_sign: int, paper: Callable[[str], str]) -> list[_Claim]:
-    seeds = seeds.assign(family=seeds["model"].map(_family_of(families)))
+    seeds = seeds.assign(family=seeds["model"].map(family_of(families)))
     pairs = _rel_pairs(seeds, a, b, budgets)
     where = " / ".join(f"{x:g}" for x in budgets)
     out = []
@@ -344,7 +343,7 @@ def all_claims(seeds: pd.DataFrame, families: Mapping[str, str], svl: pd.DataFra
     `curve`: eann.csv; `anytime`: anytime_errors.csv; `weights`: adaloss_weights.csv. A profile
     that does not run E3, E4 or E5 passes None there, and those claims are "not testable".
     """
-    family = _family_of(families)
+    family = family_of(families)
     why = "not testable in this profile: it does not run {}"
     found = [*late_budget_claims(seeds, families), *early_budget_claims(seeds, families),
              *loss_scale_claims(seeds, families)]

@@ -23,13 +23,13 @@ from typing import Any
 import pandas as pd
 
 from . import atomic
-from .claims import CLAIM_COLUMNS, FAMILIES, all_claims, final_exit_share, small_vs_large_summary
+from .claims import CLAIM_COLUMNS, all_claims, family_of, final_exit_share, small_vs_large_summary
 from .provenance import cpu_name
 from .tables import BUDGETS, difficulty, format_floats
 from .weighting import LABELS, SCALES, label, split_label
 
 __all__ = [
-    "LABELS", "FAMILIES", "BUDGET_NAMES", "label", "ordered", "save_figure", "log_error_axis", "mean_std", "mean_std_table",
+    "LABELS", "BUDGET_NAMES", "family_of", "label", "ordered", "save_figure", "log_error_axis", "mean_std", "mean_std_table",
     "final_error_table", "e2_table", "families", "study_claims", "build_html",
 ]
 
@@ -100,7 +100,7 @@ def e2_table(seeds: pd.DataFrame, paper: pd.DataFrame, model_arch: dict[str, str
 
     order = {label(w): i for i, w in enumerate(ordered(set(seeds["weighting"]) | set(paper["weighting"])))}
     seeds = seeds.assign(scheme=seeds["weighting"].map(label),
-                         family=seeds["model"].map(lambda m: FAMILIES.get(model_arch.get(m, ""), m)))
+                         family=seeds["model"].map(family_of(model_arch)))
     ours = pivot(seeds, ["dataset", "model", "scheme"]).reset_index()
     mean = pivot(seeds, ["family", "scheme"]).reset_index()
     mean = mean.assign(dataset="mean (this run)", model=mean["family"] + "s").drop(columns="family")
