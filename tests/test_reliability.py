@@ -176,6 +176,15 @@ def test_a_crash_while_writing_leaves_the_old_file_whole(tmp_path):
     assert os.listdir(tmp_path) == ["table.csv"]
 
 
+def test_write_rows_writes_what_pandas_writes_for_the_same_table(tmp_path):
+    import pandas as pd
+
+    rows = [{"a": 1, "b": 0.1 + 0.2, "c": "x,y"}, {"a": 2, "b": float("nan")}]
+    atomic.write_rows(tmp_path / "rows.csv", rows, ["a", "b", "c"])
+    atomic.write_csv(tmp_path / "frame.csv", pd.DataFrame(rows, columns=["a", "b", "c"]))
+    assert (tmp_path / "rows.csv").read_text() == (tmp_path / "frame.csv").read_text()
+
+
 @pytest.mark.slow
 def test_sigkill_during_checkpoint_writes_never_leaves_a_torn_checkpoint(tmp_path):
     out = tmp_path / "run"

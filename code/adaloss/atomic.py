@@ -6,17 +6,19 @@ flush it to disk, then `os.replace` it over the target (atomic on POSIX within o
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
 import torch
 
-__all__ = ["atomic_path", "write_text", "write_json", "save_torch", "write_csv"]
+__all__ = ["atomic_path", "write_text", "write_json", "save_torch", "write_csv", "write_rows"]
 
 
 @contextmanager
@@ -55,6 +57,22 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
 def write_csv(path: str | os.PathLike[str], frame: Any) -> None:
     """Write a pandas DataFrame without its index, atomically."""
     _write_with(path, "w", lambda fh: frame.to_csv(fh, index=False, lineterminator="\n"))
+
+
+def write_rows(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
+    """Write dict rows as CSV atomically, as `write_csv` would write their DataFrame (NaN as an empty
+    field), without importing pandas: every training job writes its tables, and pandas costs each
+    of them about 0.4 s of start-up."""
+
+    def field(value: Any) -> Any:
+        return "" if isinstance(value, float) and math.isnan(value) else value
+
+    def write(fh: IO[Any]) -> None:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([field(row.get(c, float("nan"))) for c in columns] for row in rows)
+
+    _write_with(path, "w", write)
 
 
 def save_torch(path: str | os.PathLike[str], obj: Any) -> None:

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import torch
 from torch import Tensor, nn
 
@@ -21,7 +20,7 @@ from .flops import ExitCost
 if TYPE_CHECKING:
     from .train import TrainConfig
 
-__all__ = ["anytime_errors", "exits_frame", "EXIT_COLUMNS", "evaluate_checkpoint"]
+__all__ = ["anytime_errors", "exit_rows", "EXIT_COLUMNS", "evaluate_checkpoint"]
 
 EXIT_COLUMNS = ["dataset", "model", "weighting", "seed", "exit", "flops", "own_head_flops", "params", "error",
                 "val_error"]
@@ -61,14 +60,15 @@ def anytime_errors(
     return (wrong.double() * 100.0 / len(y)).cpu().tolist()
 
 
-def exits_frame(
+def exit_rows(
     cfg: TrainConfig,
     costs: Sequence[ExitCost],
     test_error: Sequence[float],
     val_error: Sequence[float],
     only_last: bool = False,
-) -> pd.DataFrame:
-    """The tidy per-exit table of one run (`exits.csv`). An OPT run reports only the exit it trained."""
+) -> list[dict[str, Any]]:
+    """The rows of the tidy per-exit table of one run (`exits.csv`, columns EXIT_COLUMNS). An OPT run
+    reports only the exit it trained."""
     rows = [
         {
             "dataset": cfg.dataset,
@@ -84,9 +84,7 @@ def exits_frame(
         }
         for c in costs
     ]
-    if only_last:
-        rows = rows[-1:]
-    return pd.DataFrame(rows, columns=EXIT_COLUMNS)
+    return rows[-1:] if only_last else rows
 
 
 def evaluate_checkpoint(run_dir: str | Path, device: str = "auto") -> dict[str, Any]:

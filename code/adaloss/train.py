@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -37,7 +36,7 @@ from tqdm.auto import tqdm
 
 from . import atomic
 from .data import DeviceLoader, ImageData, load_dataset
-from .evaluate import anytime_errors, exits_frame
+from .evaluate import EXIT_COLUMNS, anytime_errors, exit_rows
 from .flops import COSTS_CACHE, cached_exit_costs
 from .graphed import GraphedStep
 from .models import build_model
@@ -494,10 +493,10 @@ class Run:
         val = self.evaluate("val") if len(data.y_val) else [float("nan")] * self.num_exits
         costs = cached_exit_costs(cfg.arch, data.in_channels, data.num_classes, data.image_size, cfg.arch_opts,
                                   Path(cfg.data_root) / COSTS_CACHE)[: self.num_exits]
-        frame = exits_frame(cfg, costs, test, val, only_last=cfg.weighting == "opt")
-        atomic.write_csv(self.out / "exits.csv", frame)
-        atomic.write_csv(self.out / "log.csv", pd.DataFrame(self.log_rows))
-        atomic.write_csv(self.out / "weights.csv", pd.DataFrame(self.weight_rows, columns=["step", "epoch", "exit", "weight"]))
+        atomic.write_rows(self.out / "exits.csv", exit_rows(cfg, costs, test, val, only_last=cfg.weighting == "opt"),
+                          EXIT_COLUMNS)
+        atomic.write_rows(self.out / "log.csv", self.log_rows, list(dict.fromkeys(k for r in self.log_rows for k in r)))
+        atomic.write_rows(self.out / "weights.csv", self.weight_rows, ["step", "epoch", "exit", "weight"])
         metrics = {
             "config": cfg.as_dict(),
             "run": cfg.run_label,

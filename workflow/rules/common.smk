@@ -59,14 +59,23 @@ def _check(ok, message):
 
 for _name, _key, _given in (("e3", "small_vs_large", E3), ("e4", "eann", E4)):
     _check(_name not in SELECTED or _given, f"experiment {_name} is selected but `{_key}` is not given")
+_stray = sorted(set(config["dataset_compare"]) - set(config["datasets"]))
+if _stray:
+    print(f"config: ignoring dataset_compare entries {_stray}, which are not in `datasets`", file=sys.stderr)
+DATASET_COMPARE = {d: config["dataset_compare"].get(d, config["compare"]) for d in config["datasets"]}
+# Every model some dataset compares: E4's reference and the ablation must be among them.
+COMPARED = sorted({m for models in DATASET_COMPARE.values() for m in models})
 _undefined = sorted(
-    {*config["compare"], E3.get("small"), E3.get("large"), *E4.get("members", []), E4.get("opt_model"),
+    {*COMPARED, E3.get("small"), E3.get("large"), *E4.get("members", []), E4.get("opt_model"),
      *SCALE["models"]} - set(MODELS) - {None}
 )
 _check(not _undefined, f"models {_undefined} are used but not defined under `models` ({sorted(MODELS)})")
-_check(not E4 or E4["opt_model"] in config["compare"], f"eann.opt_model {E4.get('opt_model')!r} must be in `compare`")
-_check(set(SCALE["models"]) <= set(config["compare"]),
-       f"loss_scale.models {SCALE['models']} must be `compare` models (the ablation is read against their OPT)")
+_check(not E4 or E4["opt_model"] in COMPARED,
+       f"eann.opt_model {E4.get('opt_model')!r} must be a compared model (`compare` or `dataset_compare`)")
+_check(set(SCALE["models"]) <= set(COMPARED),
+       f"loss_scale.models {SCALE['models']} must be compared models (the ablation is read against their OPT)")
+_check(not E3 or E3["small"] in COMPARED,
+       f"small_vs_large.small {E3.get('small')!r} must be a compared model (its AdaLoss run is E1's)")
 _check("adaloss" in config["weightings"], "`weightings` must include adaloss (E1, E2, E5, E6)")
 _stray = sorted(set(DATASET_TRAIN) - set(config["datasets"]))
 if _stray:  # a profile that replaces `datasets` may keep another's overrides: they change nothing
@@ -119,24 +128,27 @@ def opt_exit_list(dataset, model):
 
 @lru_cache(maxsize=None)
 def study_runs():
-    """Every (dataset, model, weighting, seed) trained on the whole training set, each exactly once."""
+    """Every (dataset, model, weighting, seed) trained on the whole training set, each exactly once.
+    E3 and the loss-scale ablation run on a dataset only where their models are compared there."""
     runs = set()
     for d in config["datasets"]:
+        compared = DATASET_COMPARE[d]
         for s in config["seeds"]:
-            for m in config["compare"]:
+            for m in compared:
                 runs |= {(d, m, w, s) for w in config["weightings"]}
                 runs |= {(d, m, f"opt{k}", s) for k in opt_exit_list(d, m)}
-            runs |= {(d, m, w, s) for m in SCALE["models"] for w in SCALE["weightings"]}
-            if E3:
+            runs |= {(d, m, w, s) for m in SCALE["models"] if m in compared for w in SCALE["weightings"]}
+            if E3 and E3["small"] in compared:
                 runs |= {(d, E3["small"], E3["small_weighting"], s), (d, E3["large"], E3["large_weighting"], s)}
     return tuple(sorted(runs))
 
 
 @lru_cache(maxsize=None)
 def eann_runs():
-    """Every (dataset, model, weighting, seed) of the EANN members, trained with a hold-out split."""
-    return tuple(sorted({(d, m, w, s) for d in config["datasets"] for s in config["seeds"]
-                         for m in E4.get("members", []) for w in E4.get("weightings", [])}))
+    """Every (dataset, model, weighting, seed) of the EANN members, trained with a hold-out split, on
+    the datasets where E4's reference model is compared."""
+    return tuple(sorted({(d, m, w, s) for d in config["datasets"] if E4.get("opt_model") in DATASET_COMPARE[d]
+                         for s in config["seeds"] for m in E4.get("members", []) for w in E4.get("weightings", [])}))
 
 
 def estimated_gpu_hours():
@@ -230,11 +242,11 @@ def get_benchmarks():
 
 
 def get_adaloss_metrics():
-    return run_files("metrics.json", models=config["compare"], weighting="adaloss")
+    return run_files("metrics.json", models=COMPARED, weighting="adaloss")
 
 
 def get_adaloss_weights():
-    return run_files("weights.csv", models=config["compare"], weighting="adaloss")
+    return run_files("weights.csv", models=COMPARED, weighting="adaloss")
 
 
 def get_eann_exits():
