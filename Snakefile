@@ -9,7 +9,9 @@
 # Layout (every path says which rule made it; logs mirror results):
 #   results/runs/{dataset}/{model}/{weighting}/seed{seed}/  one training (weighting opt{k}: OPT at exit k)
 #   results/tables/*.csv        tidy tables: anytime_errors, relative_to_opt, adaloss_weights, ...
-#   results/figures/{exp}.png   one figure per experiment E1-E6, drawn by workflow/notebooks/{exp}.ipynb
+#   results/eann_runs/...       runs holding out part of the training set (EANN members, E7's runs)
+#   results/latency/{dataset}/{model}.csv   measured ms per image of every exit
+#   results/figures/{exp}.png   one figure per experiment E1-E7, drawn by workflow/notebooks/{exp}.ipynb
 #   results/notebooks/{exp}.*   the executed notebooks and their HTML
 #   report/report.html          the report: claims, figures, tables, scale and compute
 #   logs/{rule}/...             one log per job
@@ -32,6 +34,7 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/report.smk"
@@ -47,12 +50,15 @@ localrules:
     adaloss_weights,
     weight_trajectories,
     runs_table,
+    budgeted_table,
+    latency_table,
     e1_anytime,
     e2_relative_to_opt,
     e3_small_vs_large,
     e4_eann,
     e5_weights_vs_difficulty,
     e6_weight_trajectories,
+    e7_budgeted,
     study_report,
 
 

@@ -7,7 +7,7 @@ import torch
 
 from adaloss.bench import benchmark
 from adaloss.cli import main
-from adaloss.train import bf16_native
+from adaloss.device import bf16_native
 
 TINY = ["--n", "1", "--width", "4", "--batch-size", "16", "--steps", "3", "--warmup", "1", "--images", "64",
         "--image-size", "8", "--channels", "1", "--threads", "1"]

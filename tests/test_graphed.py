@@ -7,7 +7,8 @@ import torch
 
 from adaloss.graphed import GraphedStep, supports_graph, weighted_backward_step
 from adaloss.models import build_model
-from adaloss.train import ExitLosses, TrainConfig, train_step
+from adaloss.step import ExitLosses, train_step
+from adaloss.train import TrainConfig
 from adaloss.weighting import AdaLoss, StaticWeighting, make_weighting
 
 

@@ -17,7 +17,7 @@ def _exits(weighting: str, seed: int, errors: list[float], exits: list[int] | No
     exits = list(range(len(errors))) if exits is None else exits
     return pd.DataFrame({"dataset": "toy", "model": "net", "weighting": weighting, "seed": seed, "exit": exits,
                          "flops": [FLOPS[k] for k in exits], "own_head_flops": [FLOPS[k] - k for k in exits],
-                         "params": 0, "error": errors, "val_error": errors})
+                         "params": 0, "error": errors, "ece": [e / 10 for e in errors], "val_error": errors})
 
 
 def _study(seeds=(0, 1)) -> pd.DataFrame:
@@ -30,7 +30,8 @@ def _study(seeds=(0, 1)) -> pd.DataFrame:
 
 def test_anytime_errors_has_the_interface_columns_sorted():
     frame = tables.anytime_errors(_study().sample(frac=1, random_state=0))
-    assert list(frame.columns) == ["dataset", "model", "weighting", "seed", "exit", "flops", "own_head_flops", "error"]
+    assert list(frame.columns) == ["dataset", "model", "weighting", "seed", "exit", "flops", "own_head_flops", "error",
+                                   "ece"]
     assert frame.equals(frame.sort_values(tables.ANYTIME_COLUMNS[:5]).reset_index(drop=True))
 
 

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from adaloss.augment import normalize, reference_transform
 from adaloss.data import load_dataset
 from adaloss.models import build_model
-from adaloss.train import ExitLosses, Run, TrainConfig, _param_groups, fit, lr_at, train_step
+from adaloss.step import ExitLosses, train_step
+from adaloss.train import Run, TrainConfig, _param_groups, fit, lr_at
 from adaloss.weighting import make_weighting
 
 TINY = {"n": 1, "width": 8}
@@ -129,15 +130,20 @@ def test_one_epoch_on_digits_lowers_the_loss(tmp_path):
     assert metrics["final_test_error"][-1] < 30.0
 
 
+def metrics_ece(run_dir):
+    return json.loads((run_dir / "metrics.json").read_text())["final_test_ece"]
+
+
 def test_run_writes_the_documented_outputs(tmp_path):
     fit(tiny_config(tmp_path, weighting="adaloss", update_per=3))
     out = tmp_path / "run"
     exits = pd.read_csv(out / "exits.csv")
     assert list(exits.columns) == ["dataset", "model", "weighting", "seed", "exit", "flops", "own_head_flops", "params",
-                                   "error", "val_error"]
+                                   "error", "ece", "val_error"]
     assert exits["flops"].is_monotonic_increasing and len(exits) == 3
+    assert exits["ece"].between(0, 100).all() and exits["ece"].tolist() == pytest.approx(metrics_ece(out))
     log = pd.read_csv(out / "log.csv")
-    assert {"epoch", "lr", "train_loss_e0", "weight_e2", "test_error_e2"} <= set(log.columns)
+    assert {"epoch", "lr", "train_loss_e0", "weight_e2", "test_error_e2", "test_ece_e2"} <= set(log.columns)
     weights = pd.read_csv(out / "weights.csv")
     assert len(weights) == 3 * (22 // 3)  # one row per exit at every update (22 steps per epoch)
     metrics = json.loads((out / "metrics.json").read_text())
@@ -183,7 +189,7 @@ def test_the_final_test_errors_are_computed_once(tmp_path, monkeypatch):
 
 
 def test_evaluate_command_reevaluates_a_finished_run(tmp_path):
-    from adaloss.evaluate import evaluate_checkpoint
+    from adaloss.train import evaluate_checkpoint
 
     trained = fit(tiny_config(tmp_path, epochs=1))
     metrics_path = tmp_path / "run" / "metrics.json"
@@ -197,7 +203,7 @@ def test_evaluate_command_reevaluates_a_finished_run(tmp_path):
 def test_models_that_convolve_1x1_maps_train_in_fp32_on_cpu(tmp_path):
     """oneDNN's bf16 conv backward is unreliable on 1x1 maps (train.convolves_unit_maps): MSDNet on
     8x8 digits reaches them in its heads and must not get bf16 on CPU; ResANN on 8x8 does not."""
-    from adaloss.train import bf16_native, convolves_unit_maps
+    from adaloss.device import bf16_native, convolves_unit_maps
 
     msd = build_model("msdnet", 1, 10, 8, n=1, growth=2, head_channels=4, s=1)
     assert convolves_unit_maps(msd) and msd.training  # the probe leaves the mode as it was

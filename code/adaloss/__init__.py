@@ -14,12 +14,17 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+# early_exit.py, budgeted batch classification (MSDNet-style early exit)
+_EARLY_EXIT = ["AnytimeClassifier", "ExitOutputs", "collect", "fit_thresholds", "apply_thresholds",
+               "geometric_rule", "fixed_rule", "geometric_proportions", "ThresholdRule", "max_probability",
+               "negative_entropy", "TestSplitError", "EarlyExitResult", "EarlyExitPrediction"]
+
 __all__ = ["AdaLoss", "make_weighting", "static_weights", "build_model", "exit_costs", "opt_exits",
-           "load_dataset", "TrainConfig", "fit"]
+           "load_dataset", "TrainConfig", "fit", *_EARLY_EXIT]
 
 _WHERE = {"AdaLoss": "weighting", "make_weighting": "weighting", "static_weights": "weighting",
           "build_model": "models", "exit_costs": "flops", "opt_exits": "flops", "load_dataset": "data",
-          "TrainConfig": "train", "fit": "train"}
+          "TrainConfig": "train", "fit": "train", **dict.fromkeys(_EARLY_EXIT, "early_exit")}
 
 
 def __getattr__(name: str) -> Any:

@@ -6,7 +6,7 @@ images for the same number of steps, after the same warm-up:
 * ours: the library's step (`train.make_step`: `train_step`, or with --cuda-graph
   `graphed.GraphedStep`) fed by `augment.DeviceLoader` (one uint8 tensor on the device, batched
   crop/flip/normalise there, no host sync per step; channels_last, and bf16 autocast where
-  `train.autocast_bf16` allows it);
+  `device.autocast_bf16` allows it);
 * plain: what a typical PyTorch script does: torchvision per-sample transforms in a `Dataset`, a
   `DataLoader`, fp32, and `.item()` on the loss every step.
 
@@ -34,7 +34,9 @@ from . import atomic
 from .augment import DeviceLoader, ReferenceDataset, reference_transform
 from .models import build_model
 from .provenance import cpu_name
-from .train import ExitLosses, autocast_bf16, make_optimizer, make_step, resolve_device
+from .device import autocast_bf16, resolve_device
+from .step import ExitLosses
+from .train import make_optimizer, make_step
 from .weighting import AdaLoss
 
 __all__ = ["add_arguments", "run_cli", "benchmark", "matmul_gflops"]

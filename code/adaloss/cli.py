@@ -1,4 +1,4 @@
-"""Command line: `python -m adaloss {train,evaluate,costs,bench,tables,eann,report} --help`.
+"""Command line: `python -m adaloss {train,evaluate,costs,bench,tables,eann,report,budgeted} --help`.
 
 The Snakemake rules call these commands; every flag of `train` is a field of `train.TrainConfig`,
 generated from the dataclass so the two never drift apart.
@@ -102,23 +102,44 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_checkpoint
+    from .train import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(args.run_dir, device=args.device)
     print(json.dumps({"run": metrics["run"], "final_test_error": metrics["final_test_error"]}, indent=2))
     return 0
 
 
+# The batch sizes `costs --latency` times: one image, as an anytime model answers a single request,
+# and the study's batch size, as batched evaluation runs it.
+_LATENCY_BATCHES = (1, 64)
+
+
 def _cmd_costs(args: argparse.Namespace) -> int:
+    import csv
+
+    import torch
+
     from .data import dataset_info
     from .flops import exit_costs
     from .models import build_model
 
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     channels, size, classes = dataset_info(args.dataset, args.data_root)
     model = build_model(args.arch, channels, classes, size, **dict(args.arch_opts))
-    print("exit,flops,params")
-    for c in exit_costs(model, (channels, size, size)):
-        print(f"{c.exit},{c.flops},{c.params}")
+    header: list[str] = ["exit", "flops", "params"]
+    rows: list[list[Any]] = [[c.exit, c.flops, c.params] for c in exit_costs(model, (channels, size, size))]
+    if args.latency:
+        from .latency import exit_latency
+
+        times = exit_latency(model, _LATENCY_BATCHES, device=args.device)
+        ms = {(t.exit, t.batch_size): t.ms_per_image for t in times}
+        header += [f"ms_per_image_b{b}" for b in _LATENCY_BATCHES] + ["device"]
+        for row in rows:
+            row += [f"{ms[row[0], b]:.4g}" for b in _LATENCY_BATCHES] + [times[0].device]
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
     return 0
 
 
@@ -143,6 +164,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--data-root", default="data", help="data folder (default: data)")
     p.add_argument("--arch", default="resann", help=_HELP["arch"] + " (default: resann)")
     p.add_argument("--arch-opt", dest="arch_opts", action="append", type=_parse_opt, default=[], metavar="KEY=VALUE")
+    p.add_argument("--latency", action="store_true",
+                   help="also time each exit: median ms per image at batch "
+                        f"{' and '.join(map(str, _LATENCY_BATCHES))}, and the device (takes seconds)")
+    p.add_argument("--device", default="cpu", help="with --latency: auto, cpu, cuda, cuda:1, ... (default: cpu)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch's default)")
     p.set_defaults(func=_cmd_costs)
 
     for name, (module, help_text) in _EXTRA_COMMANDS.items():
@@ -160,6 +186,8 @@ _EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
     "tables": ("tables", "gather the runs' outputs into the study's tidy tables (results/tables/)"),
     "eann": ("eann", "compose the EANN anytime curve and its extra-cost factor from member runs"),
     "report": ("report", "check the paper's claims on the tables and write the self-contained HTML report"),
+    "budgeted": ("budgeted", "budgeted batch classification of a trained run: early-exit thresholds fit on its "
+                             "held-out split, test error at each target average cost (never retrains)"),
 }
 
 

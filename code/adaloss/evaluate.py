@@ -1,4 +1,6 @@
-"""Anytime evaluation: the test error of every exit, and the tidy per-exit table of a run.
+"""Anytime evaluation: the test error and calibration of every exit, and the per-exit table of a run.
+
+Free of training imports: the trainer, the early-exit code and the CLI all evaluate through here.
 
 The authors measured top-1 error of every predictor on the test set after the last epoch
 (`ClassificationError` per head, official_code.md §6); so do we. Nothing is selected on the test set.
@@ -6,10 +8,8 @@ The authors measured top-1 error of every predictor on the test set after the la
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -17,20 +17,17 @@ from torch import Tensor, nn
 from .data import normalize
 from .flops import ExitCost
 
-if TYPE_CHECKING:
-    from .train import TrainConfig
-
-__all__ = ["anytime_errors", "exit_rows", "EXIT_COLUMNS", "evaluate_checkpoint"]
+__all__ = ["exit_probabilities", "top1_errors", "expected_calibration_error", "exit_rows",
+           "EXIT_COLUMNS"]
 
 EXIT_COLUMNS = ["dataset", "model", "weighting", "seed", "exit", "flops", "own_head_flops", "params", "error",
-                "val_error"]
+                "ece", "val_error"]
 
 
 @torch.no_grad()
-def anytime_errors(
+def exit_probabilities(
     model: nn.Module,
     x: Tensor,
-    y: Tensor,
     mean: Tensor,
     std: Tensor,
     device: torch.device,
@@ -38,65 +35,75 @@ def anytime_errors(
     batch_size: int = 1000,
     channels_last: bool = False,
     bf16: bool = False,
-) -> list[float]:
-    """Top-1 error (%) of each exit on uint8 images `x` (N, C, H, W); one device sync at the end."""
-    if len(y) == 0:
+) -> Tensor:
+    """Softmax outputs (K, N, num_classes), float32 on `device`, of exits 0..upto on uint8 images `x`
+    (N, C, H, W), in eval mode (the model's mode is restored). Every per-exit measure (error,
+    calibration, early exit) is computed from these, so each split is run through the model once."""
+    if len(x) == 0:
         raise ValueError("cannot evaluate on an empty split")
     was_training = model.training
     model.eval()
-    wrong: Tensor | None = None
     mean, std = mean.to(device), std.to(device)
-    for i in range(0, len(y), batch_size):
-        xb = normalize(x[i : i + batch_size].to(device, non_blocking=True), mean, std)  # (B, C, H, W)
-        if channels_last:
-            xb = xb.contiguous(memory_format=torch.channels_last)
-        yb = y[i : i + batch_size].to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = model(xb, upto=upto)
-        batch_wrong = torch.stack([(z.argmax(1) != yb).sum() for z in logits])  # (K,)
-        wrong = batch_wrong if wrong is None else wrong + batch_wrong
-    model.train(was_training)
-    assert wrong is not None
+    batches = []
+    try:
+        for i in range(0, len(x), batch_size):
+            xb = normalize(x[i : i + batch_size].to(device, non_blocking=True), mean, std)  # (B, C, H, W)
+            if channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                logits = model(xb, upto=upto)
+            batches.append(torch.stack([z.float().softmax(1) for z in logits]))  # (K, B, classes)
+    finally:
+        model.train(was_training)
+    return torch.cat(batches, dim=1)
+
+
+def top1_errors(probs: Tensor, y: Tensor) -> list[float]:
+    """Top-1 error (%) of each exit from softmax outputs (K, N, classes) and labels (N,)."""
+    wrong = (probs.argmax(2) != y.to(probs.device)).sum(1)  # (K,)
     return (wrong.double() * 100.0 / len(y)).cpu().tolist()
 
 
+def expected_calibration_error(probs: Tensor, y: Tensor, bins: int = 15) -> list[float]:
+    """Expected calibration error (%) of each exit (Guo et al. 2017): the images are binned by their
+    top probability into `bins` equal-width bins of (0, 1], and the gaps |accuracy - mean confidence|
+    of the bins are averaged, weighted by the bins' sizes. Early-exit thresholds rest on these
+    confidences, so a poorly calibrated exit sends the wrong images onwards."""
+    confidence, prediction = probs.max(2)  # (K, N)
+    correct = (prediction == y.to(probs.device)).double()
+    # bin b holds confidences in (b/bins, (b+1)/bins]; a confidence of exactly 0 cannot occur
+    which = (confidence.double() * bins).ceil().long().clamp(1, bins) - 1  # (K, N)
+    ece = []
+    for k in range(probs.shape[0]):
+        count = torch.bincount(which[k], minlength=bins).double()
+        conf_sum = torch.bincount(which[k], weights=confidence[k].double(), minlength=bins)
+        correct_sum = torch.bincount(which[k], weights=correct[k], minlength=bins)
+        ece.append(float((correct_sum - conf_sum).abs().sum() * 100.0 / len(y)))
+    return ece
+
+
 def exit_rows(
-    cfg: TrainConfig,
+    labels: Mapping[str, Any],
     costs: Sequence[ExitCost],
     test_error: Sequence[float],
+    test_ece: Sequence[float],
     val_error: Sequence[float],
     only_last: bool = False,
 ) -> list[dict[str, Any]]:
-    """The rows of the tidy per-exit table of one run (`exits.csv`, columns EXIT_COLUMNS). An OPT run
-    reports only the exit it trained."""
+    """The rows of the tidy per-exit table of one run (`exits.csv`, columns EXIT_COLUMNS), each
+    starting with the run's `labels` (dataset, model, weighting, seed). An OPT run reports only the
+    exit it trained."""
     rows = [
         {
-            "dataset": cfg.dataset,
-            "model": cfg.model_name,
-            "weighting": cfg.weighting_label,
-            "seed": cfg.seed,
+            **{key: labels[key] for key in ("dataset", "model", "weighting", "seed")},
             "exit": c.exit,
             "flops": c.flops,
             "own_head_flops": c.own_head_flops,
             "params": c.params,
             "error": round(float(test_error[c.exit]), 6),
+            "ece": round(float(test_ece[c.exit]), 6),
             "val_error": round(float(val_error[c.exit]), 6),
         }
         for c in costs
     ]
     return rows[-1:] if only_last else rows
-
-
-def evaluate_checkpoint(run_dir: str | Path, device: str = "auto") -> dict[str, Any]:
-    """Re-evaluate a finished run from its checkpoint without training (`python -m adaloss evaluate`)."""
-    from .train import Run, TrainConfig  # local import: train imports this module
-
-    metrics_path = Path(run_dir) / "metrics.json"
-    if not metrics_path.exists():
-        raise FileNotFoundError(f"{metrics_path} not found: train the run first (python -m adaloss train)")
-    config = json.loads(metrics_path.read_text())["config"]
-    config.update(out=str(run_dir), device=device, progress=False, compile=False, cuda_graph=False)  # no training here
-    run = Run(TrainConfig(**config))
-    if not run.try_resume() or run.epoch < run.cfg.epochs:
-        raise RuntimeError(f"{run_dir} holds no finished checkpoint; resume training with the same command")
-    return run.write_outputs(reevaluate=True)

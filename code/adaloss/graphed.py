@@ -6,7 +6,7 @@ Why: at CIFAR scale an anytime ResNet is tiny (0.4 GFLOP per training image), so
 their launches outside; here one `torch.cuda.CUDAGraph.replay()` runs everything that depends on
 the batch (after PyTorch's "whole-network capture", docs/notes/cuda.html#whole-network-capture).
 
-How it stays the same training as `train.train_step`:
+How it stays the same training as `step.train_step`:
 * the weighted total sum_i w_i L_i is differentiated as `losses.backward(w)`, with w copied from
   the weighting into a static tensor before each replay, so the gradient is the one of
   `weighting(losses).backward()` for every weighting whose total is linear in the losses with
@@ -26,6 +26,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from .step import train_step
 from .weighting import AdaLoss, AdaLossGradNorm, LossWeighting, StaticWeighting
 
 __all__ = ["GraphedStep", "weighted_backward_step"]
@@ -49,7 +50,7 @@ def supports_graph(weighting: LossWeighting) -> bool:
 
 
 class GraphedStep:
-    """Drop-in for `train.train_step` on CUDA: `step(x, y)` trains on one batch and returns the
+    """Drop-in for `step.train_step` on CUDA: `step(x, y)` trains on one batch and returns the
     detached per-exit losses (K,). Every batch must have the shape of the first (drop_last)."""
 
     def __init__(
@@ -78,8 +79,6 @@ class GraphedStep:
 
     def _eager(self, x: Tensor, y: Tensor) -> Tensor:
         """A normal step on a side stream, as CUDA graph warm-up asks."""
-        from .train import train_step  # here, not at the top: train imports this module
-
         side = torch.cuda.Stream(x.device)
         side.wait_stream(torch.cuda.current_stream(x.device))
         with torch.cuda.stream(side):

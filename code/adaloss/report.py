@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from markupsafe import Markup
 
 from . import atomic
 from .claims import CLAIM_COLUMNS, all_claims, family_of, final_exit_share, small_vs_large_summary
@@ -30,7 +31,7 @@ from .weighting import LABELS, SCALES, label, split_label
 
 __all__ = [
     "LABELS", "BUDGET_NAMES", "family_of", "label", "ordered", "save_figure", "log_error_axis", "mean_std", "mean_std_table",
-    "final_error_table", "e2_table", "families", "study_claims", "build_html",
+    "final_error_table", "e2_table", "budgeted_table", "families", "study_claims", "build_html",
 ]
 
 BUDGET_NAMES = dict(zip(BUDGETS, ("1/4", "1/2", "3/4", "1")))
@@ -75,12 +76,13 @@ def mean_std(values: pd.Series, fmt: str = "{:.2f}") -> str:
     return fmt.format(v.mean()) + ("" if len(v) < 2 else " ± " + fmt.replace("+", "").format(v.std()))
 
 
-def final_error_table(anytime: pd.DataFrame) -> pd.DataFrame:
-    """E1 for display: each run's deepest exit's test error (mean ± std over seeds) per dataset and model,
-    one column per scheme (OPT: its deepest network)."""
+def final_error_table(anytime: pd.DataFrame, column: str = "error") -> pd.DataFrame:
+    """E1 for display: each run's deepest exit's test error (or another per-exit `column`, such as
+    `ece`), mean ± std over seeds, per dataset and model, one column per scheme (OPT: its deepest
+    network)."""
     keys = ["dataset", "model", "weighting"]
     last = anytime[anytime["exit"] == anytime.groupby(keys)["exit"].transform("max")]
-    table = last.groupby(keys)["error"].apply(mean_std).unstack("weighting")
+    table = last.groupby(keys)[column].apply(mean_std).unstack("weighting")
     table = table[ordered(table.columns)].rename(columns=label)
     return table.rename_axis(columns=None).reset_index()
 
@@ -109,6 +111,17 @@ def e2_table(seeds: pd.DataFrame, paper: pd.DataFrame, model_arch: dict[str, str
     out = pd.concat([ours, mean, pub], ignore_index=True)
     out = out.assign(_o=out["scheme"].map(order)).sort_values(["dataset", "model", "_o"], kind="mergesort")
     return out[["dataset", "model", "scheme", *BUDGET_NAMES.values()]].reset_index(drop=True)
+
+
+def budgeted_table(budgeted: pd.DataFrame) -> pd.DataFrame:
+    """E7 for display: per dataset, model and target budget (fraction of the full cost), the test error
+    of each scheme (mean ± std over seeds), and the average MFLOPs per test image reached (mean)."""
+    keys = ["dataset", "model", "budget_fraction"]
+    error = budgeted.groupby([*keys, "weighting"])["error"].apply(mean_std).unstack("weighting")
+    error = error[ordered(error.columns)].rename(columns=lambda w: f"{label(w)} error")
+    reached = budgeted.groupby([*keys, "weighting"])["avg_flops"].mean().div(1e6).unstack("weighting")
+    reached = reached[ordered(reached.columns)].rename(columns=lambda w: f"{label(w)} MFLOPs")
+    return error.join(reached).rename_axis(columns=None).reset_index()
 
 
 def mean_std_table(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
@@ -153,16 +166,16 @@ EXPERIMENTS = {
     "e5_weights_vs_difficulty": ("E5 Final AdaLoss weights against dataset difficulty", "Final weight per exit "
                                  "(normalised to sum 1), datasets ordered by OPT's final error."),
     "e6_weight_trajectories": ("E6 AdaLoss weights during training", "Weight of each exit at every update."),
+    "e7_budgeted": ("E7 Budgeted batch classification (early exit)", "Each test image leaves at the first exit "
+                    "whose top softmax probability clears that exit's threshold. The thresholds are fit on each "
+                    "run's held-out share of the training set, never on the test set, so that the exit shares "
+                    "follow MSDNet's geometric rule for the target average cost; test error against the average "
+                    "FLOPs per test image reached, OPT networks (anytime prediction) as stars."),
 }
 
 
-def _table(frame: pd.DataFrame) -> str:
-    return format_floats(frame).to_html(index=False, border=0, classes="t", na_rep="", escape=True)
-
-
-def _img(path: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+def _table(frame: pd.DataFrame) -> Markup:
+    return Markup(format_floats(frame).to_html(index=False, border=0, classes="t", na_rep="", escape=True))
 
 
 def training_span(benchmark_dir: Path, runs: pd.DataFrame) -> float | None:
@@ -188,11 +201,12 @@ def _scale(runs: pd.DataFrame) -> pd.DataFrame:
                  train_seconds=("train_seconds", "sum")).reset_index()
 
 
-def _extra_tables(t: Path, anytime: pd.DataFrame, model_arch: dict[str, str]) -> dict[str, str]:
+def _extra_tables(t: Path, anytime: pd.DataFrame, model_arch: dict[str, str]) -> dict[str, Markup]:
     """The table shown under each figure, computed from the tables (for the experiments that ran)."""
     extra = {
-        "e1_anytime": "<p>Final-exit test error (%), mean ± std over seeds (OPT: its deepest network).</p>"
-                      + _table(final_error_table(anytime)),
+        "e1_anytime": Markup("<p>Final-exit test error (%), mean ± std over seeds (OPT: its deepest network), "
+                             "then the final exit's expected calibration error (%, 15 bins, test set).</p>")
+                      + _table(final_error_table(anytime)) + _table(final_error_table(anytime, "ece")),
         "e2_relative_to_opt": _table(e2_table(pd.read_csv(t / "relative_to_opt_seeds.csv"),
                                               pd.read_csv(t / "paper_relative_to_opt.csv"), model_arch)),
     }
@@ -203,19 +217,23 @@ def _extra_tables(t: Path, anytime: pd.DataFrame, model_arch: dict[str, str]) ->
     if (weights := _read(t, "adaloss_weights")) is not None:
         extra["e5_weights_vs_difficulty"] = _table(difficulty(anytime).merge(
             mean_std_table(final_exit_share(weights), ["dataset"]), on="dataset"))
+    if (budgeted := _read(t, "budgeted")) is not None:
+        sources = "; ".join(sorted(budgeted["thresholds_from"].unique()))
+        extra["e7_budgeted"] = (Markup(f"<p>Thresholds fit on the {html.escape(sources)} (split <code>val</code>); "
+                                       "test error (%) and MFLOPs per test image reached, mean over seeds.</p>")
+                                + _table(budgeted_table(budgeted)))
     if (traj := _read(t, "weight_trajectories")) is not None:
         updates = traj.groupby(["dataset", "model", "seed"])["step"].nunique().max() if len(traj) else 0
-        extra["e6_weight_trajectories"] = f"<p>{updates} weight updates per run at most.</p>"
+        extra["e6_weight_trajectories"] = Markup(f"<p>{updates} weight updates per run at most.</p>")
     return extra
 
 
-def _bench_section(bench_dir: Path) -> str:
+def _bench_table(bench_dir: Path) -> Markup | None:
     files = sorted(bench_dir.glob("*.json")) if bench_dir.is_dir() else []
     if not files:
-        return ""
+        return None
     frame = pd.DataFrame({f.stem: pd.Series(json.loads(f.read_text())).astype(str) for f in files})
-    return ("<h2>Training speed benchmark (python -m adaloss bench)</h2>"
-            + frame.rename_axis("quantity").reset_index().to_html(index=False, border=0, classes="t"))
+    return Markup(frame.rename_axis("quantity").reset_index().to_html(index=False, border=0, classes="t"))
 
 
 CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
@@ -224,7 +242,7 @@ CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height
        ".reproduced{color:#070}.inconclusive,.not{color:#666}")
 
 
-def claims_html(claim_frame: pd.DataFrame) -> str:
+def claims_html(claim_frame: pd.DataFrame) -> Markup:
     """The claims table: verdict first, the interval as [low, high], then what was measured."""
     def interval(r: Any) -> str:
         if r.pairs == 0:
@@ -238,66 +256,64 @@ def claims_html(claim_frame: pd.DataFrame) -> str:
              "paired on": html.escape(str(r.paired_on)), "unit": html.escape(str(r.unit)),
              "ours": html.escape(str(r.ours)), "paper": html.escape(str(r.paper))}
             for r in claim_frame.fillna({"paired_on": "", "unit": ""}).itertuples()]
-    return pd.DataFrame(rows).to_html(index=False, border=0, classes="t", escape=False)
+    return Markup(pd.DataFrame(rows).to_html(index=False, border=0, classes="t", escape=False))
 
 
 def build_html(tables: Path, figures: list[Path], profile: str, configfiles: str, bench_dir: Path,
                claim_frame: pd.DataFrame, span: float | None = None) -> str:
-    """The whole report page as one string (no external resources)."""
+    """The whole report page as one string (no external resources), rendered from
+    templates/report.html.j2: this module gathers the numbers, the template lays them out."""
     runs = pd.read_csv(tables / "runs.csv")
     anytime = pd.read_csv(tables / "anytime_errors.csv")
-    devices = ", ".join(sorted(set(runs["device"] + " (" + runs["device_name"].fillna("?") + ")")))
-    scale_note = (f"profile <b>{html.escape(profile)}</b>; datasets {', '.join(sorted(runs['dataset'].unique()))}; "
-                  f"seeds {', '.join(map(str, sorted(runs['seed'].unique())))}; epochs "
-                  + ", ".join(f"{d}: {e}" for d, e in runs.groupby("dataset")["epochs"].max().items()))
     study = runs[runs["pool"] == "runs"]
     held_out = runs.loc[runs["pool"] == "eann_runs", "val_fraction"]
-    parts = [
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>AdaLoss study: {html.escape(profile)}</title>"
-        f"<style>{CSS}</style></head><body>",
-        f"<h1>Anytime predictions with AdaLoss: reproduction study (profile {html.escape(profile)})</h1>",
-        "<p>Hu, Dey, Hebert, Bagnell, <i>Learning Anytime Predictions in Neural Networks via Adaptive Loss "
-        "Balancing</i>, AAAI 2019. Every number below is computed from <code>results/tables/</code> of this run. "
-        "The paper's numbers are recollections flagged UNVERIFIED in our reference notes (paper.md §8, §10).</p>",
-        "<h2>What produced these results</h2><ul>",
-        f"<li>Configuration: {scale_note} (config files: {html.escape(configfiles)})</li>",
-        f"<li>{len(runs)} training runs, each trained once; training device(s): {html.escape(devices)}; "
-        f"torch {html.escape(', '.join(sorted(runs['torch'].unique())))}; report built on {html.escape(cpu_name())}, "
-        f"{os.cpu_count()} logical CPUs, Python {platform.python_version()}</li>",
-        f"<li>Compute: {runs['train_seconds'].sum() / 60:.1f} min in training loops (sum of train_seconds), "
-        f"{runs['job_seconds'].sum() / 60:.1f} min of training-job wall time (sum over jobs, from Snakemake "
-        "benchmarks: imports, data, FLOP counting and evaluation included; jobs run in parallel)"
-        + ("" if span is None else f"; {span / 60:.1f} min wall time from the first training's start to the "
-           "last one's end (benchmark file times; tables, notebooks and report add about a minute)") + "</li>",
-        f"<li>AdaLoss updates its weights every {'/'.join(map(str, sorted(runs['update_per'].unique())))} SGD "
-        "steps (<code>update_per</code>; the authors' CIFAR/SVHN setting is 100, about 7 updates per CIFAR epoch; a "
-        "smaller value suits smaller data). Every run trains on the whole training set, as the authors; only the "
-        "EANN members (pool <code>eann_runs</code>) hold out "
-        f"{'/'.join(map(str, sorted(held_out.unique()))) or 'none'} of it, on whose error the EANN chooses its "
-        "predictions, never on test error.</li>",
-        "<li>Costs: <code>flops</code> is the anytime cost of an exit (the backbone up to it and every head run "
-        "before it, what a deployed anytime network pays); the authors counted the backbone plus that exit's own "
-        "head (<code>own_head_flops</code> in anytime_errors.csv). Every figure and table here uses the anytime "
-        "cost. OPT networks and the 1/4, 1/2, 3/4, 1 columns sit at predictor index floor(f (K-1)) "
-        "(docs/fidelity.md, D2: the authors trained OPT at every exit and chose the columns offline).</li>",
-        f"<li>Seeds: {study['seed'].nunique()}. A claim is <i>reproduced</i> or <i>contradicted</i> only when the "
-        "95% interval of its paired per-seed differences (Student t) excludes zero; otherwise, and always with one "
-        "seed, it is <i>inconclusive</i>.</li>",
-        "</ul>",
-        _table(_scale(runs)),
-        "<h2>The paper's claims: what this run measures</h2>",
-        "<p>One row per claim and model family (families are never pooled). <i>mean difference</i> is the mean of "
-        "the paired differences in the stated unit, with the sign the claim predicts for the verdict "
-        "<i>reproduced</i> (AdaLoss minus competitor: negative for 'beats', positive for 'pays').</p>",
-        claims_html(claim_frame),
-    ]
+    scale_note = (f"profile {profile}; datasets {', '.join(sorted(runs['dataset'].unique()))}; "
+                  f"seeds {', '.join(map(str, sorted(runs['seed'].unique())))}; epochs "
+                  + ", ".join(f"{d}: {e}" for d, e in runs.groupby("dataset")["epochs"].max().items()))
     extra = _extra_tables(tables, anytime, families(study))
+    sections = []
     for fig in figures:
         title, text = EXPERIMENTS.get(fig.stem, (fig.stem, ""))
-        parts += [f"<h2>{html.escape(title)}</h2>", _img(fig),
-                  f"<p>{html.escape(text)} Produced by {scale_note}.</p>", extra.get(fig.stem, "")]
-    parts += [_bench_section(bench_dir), "</body></html>"]
-    return "\n".join(parts) + "\n"
+        sections.append({"name": fig.stem, "title": title, "caption": text, "table": extra.get(fig.stem, ""),
+                         "image": base64.b64encode(fig.read_bytes()).decode("ascii")})
+    context = {
+        "css": CSS, "profile": profile, "scale_note": scale_note, "configfiles": configfiles,
+        "n_runs": len(runs),
+        "devices": ", ".join(sorted(set(runs["device"] + " (" + runs["device_name"].fillna("?") + ")"))),
+        "torch_versions": ", ".join(sorted(runs["torch"].unique())), "report_cpu": cpu_name(),
+        "cpu_count": os.cpu_count(), "python": platform.python_version(),
+        "train_minutes": runs["train_seconds"].sum() / 60, "job_minutes": runs["job_seconds"].sum() / 60,
+        "span_minutes": None if span is None else span / 60,
+        "update_per": "/".join(map(str, sorted(runs["update_per"].unique()))),
+        "held_out": "/".join(map(str, sorted(held_out.unique()))) or "none",
+        "n_seeds": study["seed"].nunique(), "scale_table": _table(_scale(runs)),
+        "claims_table": claims_html(claim_frame), "sections": sections, "bench_table": _bench_table(bench_dir),
+        **_latency_context(tables),
+    }
+    return _template().render(**context)
+
+
+def _template() -> Any:
+    """The report's Jinja2 template; autoescaping on, so only tables built here (Markup) pass as HTML."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("adaloss", "templates"), autoescape=True,
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    return env.get_template("report.html.j2")
+
+
+def _latency_context(tables: Path) -> dict[str, Any]:
+    """The per-exit latency table (latency.csv: ms per image at each batch size beside FLOPs), if measured."""
+    latency = _read(tables, "latency")
+    if latency is None or latency.empty:
+        return {"latency_table": None, "latency_devices": "", "latency_threads": ""}
+    wide = latency.pivot_table(index=["dataset", "model", "exit", "flops"], columns="batch_size",
+                               values="ms_per_image", aggfunc="first")
+    wide.columns = [f"ms/image at batch {b}" for b in wide.columns]
+    threads = sorted(latency["threads"].unique()) if "threads" in latency else []
+    return {"latency_table": _table(wide.reset_index()),
+            "latency_devices": ", ".join(sorted(latency["device"].unique())),
+            "latency_threads": f"{'/'.join(map(str, threads))} thread(s)" if threads else "the default threads"}
 
 
 # -- command line: `python -m adaloss report` --------------------------------------------------

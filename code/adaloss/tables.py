@@ -4,13 +4,16 @@ Each function here is pure (DataFrames in, DataFrame out); `python -m adaloss ta
 of them for a Snakemake rule. The three interface tables and their columns are fixed:
 
 * `anytime_errors.csv`  dataset, model, weighting, seed, exit, flops, own_head_flops, error (test
-  error, %); `flops` is the anytime cost (every earlier head included), `own_head_flops` the authors'
-  (backbone plus that exit's own head), see `flops.py`
+  error, %), ece (the exit's expected calibration error on the test set, %, 15 bins); `flops` is the
+  anytime cost (every earlier head included), `own_head_flops` the authors' (backbone plus that
+  exit's own head), see `flops.py`
 * `relative_to_opt.csv` dataset, model, weighting, budget, rel_increase_pct (mean over seeds)
 * `adaloss_weights.csv` dataset, model, seed, exit, weight (AdaLoss's final weights)
 
 and beside them: `relative_to_opt_seeds.csv` (the per-seed pairs behind the means),
-`weight_trajectories.csv`, `small_vs_large.csv`, `runs.csv` (scale and compute time per run) and
+`weight_trajectories.csv`, `small_vs_large.csv`, `runs.csv` (scale and compute time per run),
+`budgeted.csv` (E7: early exit at target average costs, thresholds fit on held-out training data),
+`latency.csv` (measured milliseconds per image of every exit beside its FLOPs) and
 `paper_relative_to_opt.csv` (the paper's published row, flagged unverified).
 
 Relative increase over OPT (paper.md §7): 100 * (err_scheme(k) - err_OPT(k)) / err_OPT(k) at the
@@ -37,10 +40,10 @@ from .weighting import weighting_label
 __all__ = [
     "ANYTIME_COLUMNS", "RELATIVE_COLUMNS", "WEIGHTS_COLUMNS", "BUDGETS", "PAPER_RELATIVE_TO_OPT",
     "read_csvs", "format_floats", "anytime_errors", "relative_to_opt", "final_weights",
-    "weight_trajectories", "runs_table", "small_vs_large", "difficulty", "paper_table",
+    "weight_trajectories", "runs_table", "small_vs_large", "difficulty", "paper_table", "budgeted", "latency_table",
 ]
 
-ANYTIME_COLUMNS = ["dataset", "model", "weighting", "seed", "exit", "flops", "own_head_flops", "error"]
+ANYTIME_COLUMNS = ["dataset", "model", "weighting", "seed", "exit", "flops", "own_head_flops", "error", "ece"]
 RELATIVE_COLUMNS = ["dataset", "model", "weighting", "budget", "rel_increase_pct"]
 WEIGHTS_COLUMNS = ["dataset", "model", "seed", "exit", "weight"]
 BUDGETS = (0.25, 0.5, 0.75, 1.0)  # fractions of the total cost where OPT networks sit
@@ -207,6 +210,29 @@ def difficulty(anytime: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(rank=range(len(frame)))
 
 
+def budgeted(frame: pd.DataFrame) -> pd.DataFrame:
+    """E7's tidy table from the runs' budgeted.csv: one row per run and target budget (test error and
+    average FLOPs per test image, with the held-out split's beside them)."""
+    return _sorted(frame, ["dataset", "model", "weighting", "seed", "budget_fraction"])
+
+
+def latency_table(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """Per-exit latency of every model, from `python -m adaloss costs --latency` tables laid out as
+    `.../{dataset}/{model}.csv`: dataset, model, exit, flops, params, batch_size, ms_per_image, device."""
+    frames = []
+    for path in sorted(map(Path, paths)):
+        wide = pd.read_csv(path)
+        times = [c for c in wide.columns if c.startswith("ms_per_image_b")]
+        long = wide.melt(id_vars=["exit", "flops", "params", "device"], value_vars=times,
+                         var_name="batch_size", value_name="ms_per_image")
+        long["batch_size"] = long["batch_size"].str.removeprefix("ms_per_image_b").astype(int)
+        frames.append(long.assign(dataset=path.parent.name, model=path.stem))
+    if not frames:
+        raise ValueError("no latency tables given")
+    cols = ["dataset", "model", "exit", "flops", "params", "batch_size", "ms_per_image", "device"]
+    return _sorted(pd.concat(frames)[cols], ["dataset", "model", "batch_size", "exit"])
+
+
 def paper_table() -> pd.DataFrame:
     """The paper's published ResANN rows of the relative-increase table, with their source flag."""
     rows = [{"model": "resann", "weighting": w, "budget": b, "rel_increase_pct": v, "source": PAPER_SOURCE}
@@ -238,6 +264,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True)
     p = sub.add_parser("paper", help="paper_relative_to_opt.csv: the paper's (unverified) row")
     p.add_argument("--out", required=True)
+    p = sub.add_parser("budgeted", help="budgeted.csv (E7) from the runs' budgeted.csv")
+    p.add_argument("--files", nargs="+", required=True, help="the runs' budgeted.csv")
+    p.add_argument("--out", required=True)
+    p = sub.add_parser("latency", help="latency.csv from per-model `costs --latency` tables ({dataset}/{model}.csv)")
+    p.add_argument("--files", nargs="+", required=True, help="the per-model latency tables")
+    p.add_argument("--out", required=True)
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -250,6 +282,10 @@ def run_cli(args: argparse.Namespace) -> int:
         frame = small_vs_large(pd.read_csv(args.anytime), *args.small, *args.large)
     elif args.table == "paper":
         frame = paper_table()
+    elif args.table == "budgeted":
+        frame = budgeted(read_csvs(args.files))
+    elif args.table == "latency":
+        frame = latency_table(args.files)
     elif args.table == "runs":
         frame = runs_table(args.metrics, args.benchmarks)
     else:

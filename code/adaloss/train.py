@@ -20,7 +20,6 @@ import dataclasses
 import functools
 import json
 import math
-import pickle
 import platform
 import sys
 import time
@@ -30,28 +29,26 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from . import atomic
+from .checkpoint import CHECKPOINT, load_checkpoint
 from .data import DeviceLoader, ImageData, load_dataset
-from .evaluate import EXIT_COLUMNS, anytime_errors, exit_rows
+from .device import autocast_bf16, resolve_device
+from .evaluate import EXIT_COLUMNS, expected_calibration_error, exit_probabilities, exit_rows, top1_errors
 from .flops import COSTS_CACHE, cached_exit_costs
 from .graphed import GraphedStep
 from .models import build_model
 from .provenance import cpu_name
 from .sgd import SGD
+from .step import ExitLosses, Optimizer, train_step
 from .weighting import SCALES, WEIGHTINGS, LossWeighting, make_weighting, weighting_label
 
 __all__ = [
-    "TrainConfig", "Run", "ExitLosses", "train_step", "make_step", "NonFiniteLossError", "CheckpointMismatchError",
-    "UnsafeCheckpointError", "load_checkpoint", "make_optimizer",
-    "fit", "lr_at", "resolve_device", "bf16_native", "convolves_unit_maps", "autocast_bf16",
+    "TrainConfig", "Run", "make_step", "NonFiniteLossError", "CheckpointMismatchError", "make_optimizer",
+    "fit", "lr_at", "evaluate_checkpoint",
 ]
-
-CHECKPOINT = "checkpoint.pt"
-Optimizer = torch.optim.Optimizer | SGD  # what a training step updates the parameters with
 
 
 @dataclass
@@ -150,60 +147,6 @@ class CheckpointMismatchError(ValueError):
     """The run directory holds a checkpoint made with another configuration."""
 
 
-class UnsafeCheckpointError(ValueError):
-    """A checkpoint holds pickled objects beyond tensors and plain containers (it could run code)."""
-
-
-def load_checkpoint(path: str | Path, map_location: torch.device | str = "cpu") -> dict[str, Any]:
-    """Read a checkpoint as data only (`torch.load(weights_only=True)`): tensors, numbers, strings
-    and plain containers. A run directory may come from someone else, and unpickling arbitrary
-    objects can execute code, so anything else is refused with `UnsafeCheckpointError`."""
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        reason = str(exc).strip().splitlines()[0]
-        raise UnsafeCheckpointError(
-            f"{path} holds pickled Python objects, not only tensors and plain data, so it is refused "
-            f"(loading it could run code); remove it to train again from scratch ({reason})"
-        ) from exc
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def convolves_unit_maps(model: nn.Module) -> bool:
-    """Whether a convolution of `model` sees a 1x1 feature map, for one image of its input shape.
-
-    On CPU, oneDNN's bf16 convolution backward returns non-finite weight gradients for such maps
-    now and then (torch 2.14.1, a 2-core Xeon with AMX: 3x3, stride 2, padding 1, on (64, 4, 1, 1)
-    channels-last inputs, 5 of 20 tries; none at 2x2 and above), which small images reach in
-    MSDNet's coarse scales. Such models train in fp32 on CPU.
-    """
-    sizes: list[tuple[int, ...]] = []
-    hooks = [m.register_forward_pre_hook(lambda _, inputs: sizes.append(tuple(inputs[0].shape[-2:])))
-             for m in model.modules() if isinstance(m, nn.Conv2d)]
-    was_training = model.training
-    ref = next(model.parameters())
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros(1, *model.input_shape, device=ref.device, dtype=ref.dtype))
-    finally:
-        model.train(was_training)
-        for h in hooks:
-            h.remove()
-    return any(h * w == 1 for h, w in sizes)
-
-
-def autocast_bf16(model: nn.Module, device: torch.device) -> bool:
-    """Whether `model` trains with bf16 autocast on `device`: where the hardware has bf16 units,
-    except on CPU for models that convolve 1x1 maps (see `convolves_unit_maps`)."""
-    return bf16_native(device) and (device.type == "cuda" or not convolves_unit_maps(model))
-
-
 def make_optimizer(groups: list[dict[str, Any]], lr: float, momentum: float, device: torch.device) -> Optimizer:
     """SGD for `device`: torch's fused kernel on CUDA (the CUDA graph captures it); on CPU `sgd.SGD`,
     the same update bit for bit without the 2 s `torch.optim` adds to every job's start-up."""
@@ -220,21 +163,6 @@ def make_step(loss_fn: Callable[..., Tensor], weighting: LossWeighting, optimize
     if cuda_graph:
         return GraphedStep(loss_fn, weighting, optimizer, upto, channels_last)
     return functools.partial(train_step, loss_fn, weighting, optimizer, upto=upto, channels_last=channels_last)
-
-
-def bf16_native(device: torch.device) -> bool:
-    """Whether bf16 autocast speeds training up on `device`: on CUDA, and on CPUs whose vector or
-    matrix units compute bf16 natively (AMX tiles, or AVX512-BF16's dot-product instructions).
-
-    Measured (docs/speed.md): a CIFAR-sized ResANN step 1.6x faster on a 2-core Xeon with AMX, and
-    faster too on an AMD EPYC with AVX512-BF16 and no AMX. Other CPUs emulate bf16 and stay in fp32.
-    """
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type != "cpu":
-        return False
-    probes = (getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
-    return any(probe is not None and bool(probe()) for probe in probes)
 
 
 def lr_at(cfg: TrainConfig, epoch: int) -> float:
@@ -259,43 +187,6 @@ def _param_groups(model: nn.Module, weighting: nn.Module, weight_decay: float) -
     if learned:
         groups.append({"params": learned, "weight_decay": 0.0})
     return groups
-
-
-class ExitLosses(nn.Module):
-    """model + per-exit cross-entropy as one module, so `torch.compile` captures (and with
-    mode="reduce-overhead" CUDA-graphs) the whole forward, losses included."""
-
-    def __init__(self, model: nn.Module, bf16: bool = False) -> None:
-        super().__init__()
-        self.model, self.bf16 = model, bf16
-
-    def forward(self, x: Tensor, y: Tensor, upto: int | None = None) -> Tensor:
-        # no autocast cache: each weight is cast once per forward anyway, and a CUDA graph
-        # (graphed.py) must not keep casts cached from its capture
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16, cache_enabled=False):
-            logits = self.model(x, upto=upto)
-        return torch.stack([F.cross_entropy(z.float(), y) for z in logits])  # (K,)
-
-
-def train_step(
-    loss_fn: Callable[..., Tensor],
-    weighting: LossWeighting,
-    optimizer: Optimizer,
-    x: Tensor,
-    y: Tensor,
-    upto: int | None = None,
-    channels_last: bool = False,
-) -> Tensor:
-    """One SGD step on a normalised batch; returns the detached per-exit losses (K,) without
-    reading them on the host, so the device never waits for Python."""
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    losses = loss_fn(x, y, upto=upto)
-    total = weighting(losses)
-    optimizer.zero_grad(set_to_none=True)
-    total.backward()
-    optimizer.step()
-    return losses.detach()
 
 
 class Run:
@@ -444,12 +335,12 @@ class Run:
                     f"at epoch {self.epoch + 1}, step {step + 1}; the last good checkpoint is kept in {self.out}"
                 )
 
-    def evaluate(self, split: str = "test") -> list[float]:
+    def evaluate(self, split: str = "test") -> tuple[list[float], list[float]]:
+        """Top-1 error (%) and expected calibration error (%, 15 bins) of each exit on `split`."""
         x, y = (self.data.x_test, self.data.y_test) if split == "test" else (self.data.x_val, self.data.y_val)
-        return anytime_errors(
-            self.model, x, y, self.data.mean, self.data.std, self.device, upto=self.upto,
-            channels_last=self.cfg.channels_last, bf16=self.bf16,
-        )
+        probs = exit_probabilities(self.model, x, self.data.mean, self.data.std, self.device, upto=self.upto,
+                                   channels_last=self.cfg.channels_last, bf16=self.bf16)
+        return top1_errors(probs, y), expected_calibration_error(probs, y)
 
     def run(self) -> dict[str, Any]:
         """Train to `cfg.epochs` (resuming if a checkpoint exists), then write the run's outputs."""
@@ -466,7 +357,8 @@ class Run:
             start = time.perf_counter()
             train_loss = self.train_one_epoch(bar).cpu().tolist()
             last = self.epoch + 1 == cfg.epochs
-            errors = self.evaluate() if last or (self.epoch + 1) % cfg.eval_every == 0 else [float("nan")] * self.num_exits
+            unevaluated = [float("nan")] * self.num_exits
+            errors, ece = self.evaluate() if last or (self.epoch + 1) % cfg.eval_every == 0 else (unevaluated, unevaluated)
             self.seconds += time.perf_counter() - start
             row: dict[str, Any] = {"epoch": self.epoch + 1, "lr": lr_at(cfg, self.epoch), "seconds": round(self.seconds, 3)}
             weights = self.weighting.weights.detach().float().cpu().tolist()
@@ -474,6 +366,7 @@ class Run:
                 row[f"train_loss_e{i}"] = train_loss[i]
                 row[f"weight_e{i}"] = weights[i]
                 row[f"test_error_e{i}"] = errors[i]
+                row[f"test_ece_e{i}"] = ece[i]
             self.log_rows.append(row)
             self.epoch += 1
             bar.set_postfix(loss=f"{train_loss[-1]:.3f}", err=f"{errors[-1]:.2f}%")
@@ -482,19 +375,22 @@ class Run:
         return self.write_outputs()
 
     def write_outputs(self, reevaluate: bool = False) -> dict[str, Any]:
-        """exits.csv, log.csv, weights.csv and metrics.json of the trained model. The test errors are
-        the last epoch's, already in the log, unless `reevaluate` (e.g. on another device)."""
+        """exits.csv, log.csv, weights.csv and metrics.json of the trained model. The test errors and
+        calibration are the last epoch's, already in the log, unless `reevaluate` (e.g. on another
+        device)."""
         cfg, data = self.cfg, self.data
         final = self.log_rows[-1] if self.log_rows else {}
-        if final.get("epoch") == cfg.epochs and not reevaluate:
+        if final.get("epoch") == cfg.epochs and "test_ece_e0" in final and not reevaluate:
             test = [final[f"test_error_e{i}"] for i in range(self.num_exits)]
+            ece = [final[f"test_ece_e{i}"] for i in range(self.num_exits)]
         else:
-            test = self.evaluate("test")
-        val = self.evaluate("val") if len(data.y_val) else [float("nan")] * self.num_exits
+            test, ece = self.evaluate("test")
+        val = self.evaluate("val")[0] if len(data.y_val) else [float("nan")] * self.num_exits
         costs = cached_exit_costs(cfg.arch, data.in_channels, data.num_classes, data.image_size, cfg.arch_opts,
                                   Path(cfg.data_root) / COSTS_CACHE)[: self.num_exits]
-        atomic.write_rows(self.out / "exits.csv", exit_rows(cfg, costs, test, val, only_last=cfg.weighting == "opt"),
-                          EXIT_COLUMNS)
+        labels = {"dataset": cfg.dataset, "model": cfg.model_name, "weighting": cfg.weighting_label, "seed": cfg.seed}
+        rows = exit_rows(labels, costs, test, ece, val, only_last=cfg.weighting == "opt")
+        atomic.write_rows(self.out / "exits.csv", rows, EXIT_COLUMNS)
         atomic.write_rows(self.out / "log.csv", self.log_rows, list(dict.fromkeys(k for r in self.log_rows for k in r)))
         atomic.write_rows(self.out / "weights.csv", self.weight_rows, ["step", "epoch", "exit", "weight"])
         metrics = {
@@ -502,6 +398,7 @@ class Run:
             "run": cfg.run_label,
             "num_exits": self.num_exits,
             "final_test_error": test,
+            "final_test_ece": ece,
             "final_val_error": val,
             "final_weights": self.weighting.weights.detach().float().cpu().tolist(),
             "train_seconds": round(self.seconds, 3),
@@ -522,3 +419,16 @@ def fit(cfg: TrainConfig, data: ImageData | None = None) -> dict[str, Any]:
 
 def load_metrics(run_dir: str | Path) -> dict[str, Any]:
     return json.loads((Path(run_dir) / "metrics.json").read_text())
+
+
+def evaluate_checkpoint(run_dir: str | Path, device: str = "auto") -> dict[str, Any]:
+    """Re-evaluate a finished run from its checkpoint without training (`python -m adaloss evaluate`)."""
+    metrics_path = Path(run_dir) / "metrics.json"
+    if not metrics_path.exists():
+        raise FileNotFoundError(f"{metrics_path} not found: train the run first (python -m adaloss train)")
+    config = json.loads(metrics_path.read_text())["config"]
+    config.update(out=str(run_dir), device=device, progress=False, compile=False, cuda_graph=False)  # no training here
+    run = Run(TrainConfig(**config))
+    if not run.try_resume() or run.epoch < run.cfg.epochs:
+        raise RuntimeError(f"{run_dir} holds no finished checkpoint; resume training with the same command")
+    return run.write_outputs(reevaluate=True)

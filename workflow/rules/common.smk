@@ -31,9 +31,11 @@ MODELS = config["models"]
 SELECTED = config["experiments"]  # e1..e6: a profile may run only some (the laptop and GPU-quick ones)
 E3 = config.get("small_vs_large", {}) if "e3" in SELECTED else {}
 E4 = config.get("eann", {}) if "e4" in SELECTED else {}
+E7 = config.get("budgeted", {}) if "e7" in SELECTED else {}
 SCALE = config["loss_scale"]
 # Runs train on the whole training set, as the authors (do_validation=False). Only the EANN members
-# hold out a validation split, on which the EANN chooses; they are trained apart, in eann_runs/.
+# and E7's runs hold out a validation split, on which the EANN chooses and E7 fits its exit
+# thresholds; they are trained apart, in eann_runs/ (one pool, so a run both need is trained once).
 RUN = "results/runs/{dataset}/{model}/{weighting}/seed{seed}"
 EANN_RUN = "results/eann_runs/{dataset}/{model}/{weighting}/seed{seed}"
 TABLES = "results/tables"
@@ -47,6 +49,7 @@ EXPERIMENTS = [
         "e4_eann",
         "e5_weights_vs_difficulty",
         "e6_weight_trajectories",
+        "e7_budgeted",
     )
     if name.split("_")[0] in SELECTED
 ]
@@ -57,7 +60,7 @@ def _check(ok, message):
         raise ValueError(f"config: {message}")
 
 
-for _name, _key, _given in (("e3", "small_vs_large", E3), ("e4", "eann", E4)):
+for _name, _key, _given in (("e3", "small_vs_large", E3), ("e4", "eann", E4), ("e7", "budgeted", E7)):
     _check(_name not in SELECTED or _given, f"experiment {_name} is selected but `{_key}` is not given")
 _stray = sorted(set(config["dataset_compare"]) - set(config["datasets"]))
 if _stray:
@@ -67,13 +70,19 @@ DATASET_COMPARE = {d: config["dataset_compare"].get(d, config["compare"]) for d 
 COMPARED = sorted({m for models in DATASET_COMPARE.values() for m in models})
 _undefined = sorted(
     {*COMPARED, E3.get("small"), E3.get("large"), *E4.get("members", []), E4.get("opt_model"),
-     *SCALE["models"]} - set(MODELS) - {None}
+     *SCALE["models"], *E7.get("models", [])} - set(MODELS) - {None}
 )
 _check(not _undefined, f"models {_undefined} are used but not defined under `models` ({sorted(MODELS)})")
 _check(not E4 or E4["opt_model"] in COMPARED,
        f"eann.opt_model {E4.get('opt_model')!r} must be a compared model (`compare` or `dataset_compare`)")
 _check(set(SCALE["models"]) <= set(COMPARED),
        f"loss_scale.models {SCALE['models']} must be compared models (the ablation is read against their OPT)")
+_check(set(E7.get("models", [])) <= set(COMPARED),
+       f"budgeted.models {E7.get('models')} must be compared models (their OPT networks are E7's reference)")
+_check(not (E4 and E7) or E4["val_fraction"] == E7["val_fraction"],
+       f"eann.val_fraction {E4.get('val_fraction')} and budgeted.val_fraction {E7.get('val_fraction')} differ: "
+       "their runs share one held-out pool (eann_runs/), so they must hold out the same share")
+HELD_OUT_FRACTION = E4.get("val_fraction") or E7.get("val_fraction")
 _check(not E3 or E3["small"] in COMPARED,
        f"small_vs_large.small {E3.get('small')!r} must be a compared model (its AdaLoss run is E1's)")
 _check("adaloss" in config["weightings"], "`weightings` must include adaloss (E1, E2, E5, E6)")
@@ -84,7 +93,7 @@ if _stray:  # a profile that replaces `datasets` may keep another's overrides: t
 
 
 WEIGHTINGS = sorted({*config["weightings"], *(E3.get(k) for k in ("small_weighting", "large_weighting")),
-                     *E4.get("weightings", []), *SCALE["weightings"]} - {None})
+                     *E4.get("weightings", []), *SCALE["weightings"], *E7.get("weightings", [])} - {None})
 
 
 wildcard_constraints:
@@ -96,9 +105,10 @@ wildcard_constraints:
 
 def train_options(dataset, eann=False):
     """The TrainConfig fields of every run on `dataset`: `train`, then its `dataset_train` overrides;
-    an EANN member also holds out `eann.val_fraction` of the training set."""
+    a run of the held-out pool (EANN members, E7's runs) also holds out HELD_OUT_FRACTION of the
+    training set."""
     options = {**config["train"], **DATASET_TRAIN.get(dataset, {})}
-    return {**options, "val_fraction": E4["val_fraction"]} if eann else options
+    return {**options, "val_fraction": HELD_OUT_FRACTION} if eann else options
 
 
 @lru_cache(maxsize=None)
@@ -144,11 +154,20 @@ def study_runs():
 
 
 @lru_cache(maxsize=None)
+def budgeted_runs():
+    """Every (dataset, model, weighting, seed) E7 evaluates by early exit, on the datasets where its
+    models are compared; trained with a hold-out split, on which the thresholds are fit."""
+    return tuple(sorted({(d, m, w, s) for d in config["datasets"] for m in E7.get("models", [])
+                         if m in DATASET_COMPARE[d] for w in E7.get("weightings", []) for s in config["seeds"]}))
+
+
+@lru_cache(maxsize=None)
 def eann_runs():
-    """Every (dataset, model, weighting, seed) of the EANN members, trained with a hold-out split, on
-    the datasets where E4's reference model is compared."""
-    return tuple(sorted({(d, m, w, s) for d in config["datasets"] if E4.get("opt_model") in DATASET_COMPARE[d]
-                         for s in config["seeds"] for m in E4.get("members", []) for w in E4.get("weightings", [])}))
+    """Every (dataset, model, weighting, seed) of the held-out pool: the EANN members, on the datasets
+    where E4's reference model is compared, and E7's runs."""
+    members = {(d, m, w, s) for d in config["datasets"] if E4.get("opt_model") in DATASET_COMPARE[d]
+               for s in config["seeds"] for m in E4.get("members", []) for w in E4.get("weightings", [])}
+    return tuple(sorted(members | set(budgeted_runs())))
 
 
 def estimated_gpu_hours():
@@ -250,7 +269,28 @@ def get_adaloss_weights():
 
 
 def get_eann_exits():
-    return run_files("exits.csv", eann=True)
+    """The EANN members' exits.csv (the pool also holds E7's runs, which E4 does not read)."""
+    return [f"{EANN_RUN}/exits.csv".format(dataset=d, model=m, weighting=w, seed=s) for d, m, w, s in eann_runs()
+            if m in E4.get("members", []) and w in E4.get("weightings", [])]
+
+
+def get_costs_args(wildcards):
+    """The `python -m adaloss costs` flags of one model on one dataset."""
+    spec = MODELS[wildcards.model]
+    return " ".join([f"--dataset {wildcards.dataset} --data-root {shlex.quote(train_options(wildcards.dataset)['data_root'])}",
+                     f"--arch {spec['arch']}",
+                     *(f"--arch-opt {shlex.quote(f'{k}={v}')}" for k, v in spec.items() if k != "arch")])
+
+
+def get_latency():
+    """The latency table of every compared model on each dataset that compares it."""
+    return [f"results/latency/{d}/{m}.csv" for d in config["datasets"] for m in DATASET_COMPARE[d]]
+
+
+def get_budgeted():
+    """The budgeted.csv of every E7 run (written beside its checkpoint by `python -m adaloss budgeted`)."""
+    return [f"{EANN_RUN}/budgeted.csv".format(dataset=d, model=m, weighting=w, seed=s)
+            for d, m, w, s in budgeted_runs()]
 
 
 def get_eann_metrics():
@@ -283,6 +323,8 @@ def get_report_tables():
     tables += [*rules.eann.output] if E4 else []
     tables += [*rules.adaloss_weights.output] if "e5" in SELECTED else []
     tables += [*rules.weight_trajectories.output] if "e6" in SELECTED else []
+    tables += [*rules.budgeted_table.output] if E7 else []
+    tables += [*rules.latency_table.output]
     return tables
 
 

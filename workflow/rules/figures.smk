@@ -101,3 +101,18 @@ rule e6_weight_trajectories:
         profile=config["profile"],
     shell:
         NOTEBOOK_SHELL
+
+
+# E7: test error against the average FLOPs per image reached by early exit, every scheme, OPT as stars
+rule e7_budgeted:
+    input:
+        notebook=f"{NOTEBOOKS}/e7_budgeted.ipynb",
+        tables=[*rules.budgeted_table.output, *rules.anytime_errors.output],
+    output:
+        **notebook_outputs("e7_budgeted", "E7 Budgeted batch classification"),
+    log:
+        "logs/notebooks/e7_budgeted.log",
+    params:
+        profile=config["profile"],
+    shell:
+        NOTEBOOK_SHELL

@@ -111,3 +111,27 @@ rule runs_table:
     shell:
         "{ADALOSS} tables runs --metrics {input.metrics} --benchmarks {input.benchmarks}"
         " --out {output} > {log} 2>&1"
+
+
+# E7: early exit at target average costs, per run and budget
+rule budgeted_table:
+    input:
+        get_budgeted(),
+    output:
+        f"{TABLES}/budgeted.csv",
+    log:
+        "logs/tables/budgeted.log",
+    shell:
+        "{ADALOSS} tables budgeted --files {input} --out {output} > {log} 2>&1"
+
+
+# Per-exit latency of every compared model, beside its FLOPs
+rule latency_table:
+    input:
+        get_latency(),
+    output:
+        f"{TABLES}/latency.csv",
+    log:
+        "logs/tables/latency.log",
+    shell:
+        "{ADALOSS} tables latency --files {input} --out {output} > {log} 2>&1"
