@@ -26,9 +26,12 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
 TABLE_COLUMNS = {
-    "anytime_errors.csv": ["dataset", "model", "weighting", "seed", "exit", "flops", "own_head_flops", "error"],
+    "anytime_errors.csv": ["dataset", "model", "weighting", "seed", "exit", "flops", "own_head_flops", "error", "ece"],
     "relative_to_opt.csv": ["dataset", "model", "weighting", "budget", "rel_increase_pct"],
     "adaloss_weights.csv": ["dataset", "model", "seed", "exit", "weight"],
+    "budgeted.csv": ["dataset", "model", "weighting", "seed", "budget_fraction", "budget", "avg_flops",
+                     "avg_flops_heldout", "error", "error_heldout", "exits", "thresholds_from"],
+    "latency.csv": ["dataset", "model", "exit", "flops", "params", "batch_size", "ms_per_image", "device"],
 }
 
 
@@ -93,9 +96,10 @@ def test_the_paper_dag_builds_without_data_and_prints_trainings_and_gpu_hours(tm
     jobs = _train_jobs(result.stdout)
     print(f"config/paper.yaml: {jobs} training jobs")
     assert jobs > 100
-    estimate = re.search(r"(\d+) trainings \((\d+) of them EANN members\); about ([\d.]+) GPU-hours", result.stderr)
+    estimate = re.search(r"(\d+) trainings \((\d+) of them holding out a validation split: EANN members, E7\); "
+                         r"about ([\d.]+) GPU-hours", result.stderr)
     assert estimate and int(estimate[1]) == jobs and float(estimate[3]) > 10
-    assert int(estimate[2]) == 4 * 2 * 3  # 4 members x {adaloss, const} x 3 datasets, one seed
+    assert int(estimate[2]) == 4 * 2 * 3 + 3  # 4 members x {adaloss, const} x 3 datasets, one seed; E7's LINEAR
 
 
 def test_dataset_train_entries_of_datasets_not_in_the_study_are_ignored_with_a_note(tmp_path):
@@ -119,7 +123,12 @@ def test_smoke_run_produces_tables_figures_and_report(smoke):
     for name, columns in TABLE_COLUMNS.items():
         frame = pd.read_csv(smoke / "results" / "tables" / name)
         assert list(frame.columns) == columns and len(frame) > 0, name
-    assert len(list((smoke / "results" / "figures").glob("e[1-6]_*.png"))) == 6
+    assert len(list((smoke / "results" / "figures").glob("e[1-7]_*.png"))) == 7
+    budgeted = pd.read_csv(smoke / "results" / "tables" / "budgeted.csv")
+    assert (budgeted["thresholds_from"] == "held-out 0.1 of the training set").all()
+    assert set(budgeted["weighting"]) == {"const", "adaloss"} and set(budgeted["budget_fraction"]) == {0.5, 0.8}
+    latency = pd.read_csv(smoke / "results" / "tables" / "latency.csv")
+    assert set(latency["model"]) == {"resann", "denseann", "msdnet"} and set(latency["batch_size"]) == {1, 64}
     claims = pd.read_csv(smoke / "results" / "tables" / "claims.csv")
     assert set(claims["verdict"]) <= {"reproduced", "contradicted", "inconclusive", "not testable"}
     scored = claims[claims["verdict"] != "not testable"]
@@ -133,6 +142,8 @@ def test_smoke_run_produces_tables_figures_and_report(smoke):
     assert claims["claim"].str.contains("loss scale").any() and claims["claim"].str.contains("CONST ANNs").any()
     page = (smoke / "report" / "report.html").read_text()
     assert "profile smoke" in page and "<h2>E4 EANN</h2>" in page and "95% CI" in page
+    assert "<h2>E7 Budgeted batch classification (early exit)</h2>" in page and "ms/image at batch 64" in page
+    assert "Thresholds fit on the held-out 0.1 of the training set" in page
     # Nothing is left to do, and the tables come out byte-identical when remade.
     again = _snakemake("--cores", "2", "--configfile", str(ROOT / "config" / "smoke.yaml"), "--dry-run", cwd=smoke)
     assert "Nothing to be done" in again.stdout + again.stderr
@@ -161,7 +172,7 @@ def test_every_report_image_is_a_valid_png(smoke):
     from PIL import Image
 
     images = _report_images((smoke / "report" / "report.html").read_text())
-    assert len(images) == 6
+    assert len(images) == 7
     for data in images:
         with Image.open(io.BytesIO(data)) as img:
             img.verify()
@@ -184,7 +195,7 @@ def test_the_report_renders_in_headless_chromium(smoke, tmp_path):
     dom = subprocess.run([*base, "--dump-dom", html.as_uri()], capture_output=True, text=True, timeout=120)
     widths = re.search(r'data-widths="([^"]*)"', dom.stdout)
     assert widths, dom.stderr[-2000:]
-    assert [int(w) > 0 for w in widths.group(1).split(",")] == [True] * 6
+    assert [int(w) > 0 for w in widths.group(1).split(",")] == [True] * 7
     shot = tmp_path / "report.png"
     report = (smoke / "report" / "report.html").as_uri()
     subprocess.run([*base, f"--screenshot={shot}", "--window-size=1200,3000", report],
@@ -231,7 +242,8 @@ def test_the_laptop_and_gpu_quick_dry_runs_print_their_trainings(tmp_path, profi
                         timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert _train_jobs(result.stdout) == trainings
-    assert re.search(rf"{trainings} trainings \(0 of them EANN members\); about [\d.]+ GPU-hours", result.stderr)
+    assert re.search(rf"{trainings} trainings \(0 of them holding out a validation split: EANN members, E7\); "
+                     r"about [\d.]+ GPU-hours", result.stderr)
 
 
 def _fake_cifar(root: Path, n_train: int = 400, n_test: int = 200) -> None:

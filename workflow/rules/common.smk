@@ -190,7 +190,8 @@ def estimated_gpu_hours():
 # Snakemake decides on a dry run only after parsing, so the command line tells us.
 if any(a in ("--dry-run", "--dryrun") or re.fullmatch(r"-[a-zA-Z]*n[a-zA-Z]*", a) for a in sys.argv[1:]):
     print(
-        f"{len(study_runs()) + len(eann_runs())} trainings ({len(eann_runs())} of them EANN members); about "
+        f"{len(study_runs()) + len(eann_runs())} trainings ({len(eann_runs())} of them holding out a validation "
+        "split: EANN members, E7); about "
         f"{estimated_gpu_hours():.1f} GPU-hours at the training throughput measured for compiled, "
         "CUDA-graphed ResANN(5, 16) on an H100 (docs/speed.md)",
         file=sys.stderr,
