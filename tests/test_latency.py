@@ -14,8 +14,7 @@ import pytest
 import torch
 
 from adaloss import cli, latency
-from adaloss.flops import exit_costs
-from adaloss.latency import LATENCY_COLUMNS, ExitLatency, exit_latency, latency_rows
+from adaloss.latency import exit_latency
 from adaloss.models import build_model
 
 
@@ -69,19 +68,6 @@ def test_bad_settings_are_refused() -> None:
     for kwargs in ({"batch_sizes": ()}, {"batch_sizes": (0,)}, {"repeats": 0}, {"warmup": -1}):
         with pytest.raises(ValueError, match="need batch sizes"):
             exit_latency(tiny_model(), **kwargs)
-
-
-def test_latency_rows_put_each_time_beside_its_exits_costs() -> None:
-    model = tiny_model()
-    costs = exit_costs(model)
-    times = [ExitLatency(k, b, 0.5 * (k + 1) / b, "cpu X") for b in (1, 64) for k in range(3)]
-    rows = latency_rows(times, costs)
-    assert [list(r) for r in rows] == [LATENCY_COLUMNS] * 6
-    assert [(r["exit"], r["flops"], r["params"], r["batch_size"]) for r in rows] == [
-        (c.exit, c.flops, c.params, b) for b in (1, 64) for c in costs]
-    assert [r["ms_per_image"] for r in rows] == [t.ms_per_image for t in times]
-    with pytest.raises(ValueError, match="same model"):
-        latency_rows(times, costs[:2])
 
 
 def test_costs_latency_prints_both_batch_sizes_for_every_exit(monkeypatch, capsys) -> None:

@@ -20,17 +20,14 @@ import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
 from .device import resolve_device
-from .flops import ExitCost
 from .models.base import AnytimeNet
 from .provenance import cpu_name
 
-__all__ = ["ExitLatency", "exit_latency", "device_label", "latency_rows", "LATENCY_COLUMNS",
-           "DEFAULT_REPEATS", "DEFAULT_WARMUP"]
+__all__ = ["ExitLatency", "exit_latency", "device_label", "DEFAULT_REPEATS", "DEFAULT_WARMUP"]
 
 # Timed and untimed calls per (exit, batch size): the study's 9-exit digits models (1x8x8) take
 # 0.4 s (ResANN, DenseANN) to 1 s (MSDNet) for batches 1 and 64 on one thread of an AMD EPYC. The
@@ -38,8 +35,6 @@ __all__ = ["ExitLatency", "exit_latency", "device_label", "latency_rows", "LATEN
 # let the median ignore up to 3 outliers.
 DEFAULT_REPEATS = 7
 DEFAULT_WARMUP = 2
-
-LATENCY_COLUMNS = ["exit", "flops", "params", "batch_size", "ms_per_image", "device"]
 
 
 @dataclass(frozen=True)
@@ -107,17 +102,3 @@ def exit_latency(
                         seconds.append(time.perf_counter() - start)
                 results.append(ExitLatency(k, b, statistics.median(seconds) * 1e3 / b, label))
     return results
-
-
-def latency_rows(latencies: Sequence[ExitLatency], costs: Sequence[ExitCost]) -> list[dict[str, Any]]:
-    """Tidy rows (`LATENCY_COLUMNS`), one per (exit, batch size): each measured time beside the
-    exit's counted FLOPs and parameters, so a table or figure can set one against the other. Write
-    them with `atomic.write_rows(path, rows, LATENCY_COLUMNS)`."""
-    by_exit = {c.exit: c for c in costs}
-    timed = {t.exit for t in latencies}
-    if timed != set(by_exit):
-        raise ValueError(f"the times are of exits {sorted(timed)} and the costs of exits {sorted(by_exit)}: "
-                         "they must come from the same model")
-    return [{"exit": t.exit, "flops": by_exit[t.exit].flops, "params": by_exit[t.exit].params,
-             "batch_size": t.batch_size, "ms_per_image": t.ms_per_image, "device": t.device}
-            for t in latencies]
