@@ -303,17 +303,16 @@ def _template() -> Any:
 
 
 def _latency_context(tables: Path) -> dict[str, Any]:
-    """The per-exit latency table (latency.csv: ms per image at each batch size beside FLOPs), if measured."""
+    """The per-exit latency table (latency.csv: ms per image at each batch size beside FLOPs), if measured;
+    each device label names the CPU threads it was timed with."""
     latency = _read(tables, "latency")
     if latency is None or latency.empty:
-        return {"latency_table": None, "latency_devices": "", "latency_threads": ""}
+        return {"latency_table": None, "latency_devices": ""}
     wide = latency.pivot_table(index=["dataset", "model", "exit", "flops"], columns="batch_size",
                                values="ms_per_image", aggfunc="first")
     wide.columns = [f"ms/image at batch {b}" for b in wide.columns]
-    threads = sorted(latency["threads"].unique()) if "threads" in latency else []
     return {"latency_table": _table(wide.reset_index()),
-            "latency_devices": ", ".join(sorted(latency["device"].unique())),
-            "latency_threads": f"{'/'.join(map(str, threads))} thread(s)" if threads else "the default threads"}
+            "latency_devices": ", ".join(sorted(latency["device"].unique()))}
 
 
 # -- command line: `python -m adaloss report` --------------------------------------------------

@@ -218,11 +218,16 @@ def _flag(key, value):
     return f"{flag} {shlex.quote(str(value))}"
 
 
+def _model_flags(model):
+    """`--arch A --arch-opt k=v ...` of a model spec, as `train` and `costs` both take them."""
+    spec = MODELS[model]
+    return [f"--arch {spec['arch']}", *(f"--arch-opt {shlex.quote(f'{k}={v}')}" for k, v in spec.items() if k != "arch")]
+
+
 def _train_args(wildcards, eann):
     """The `python -m adaloss train` flags of one run (all but --out and --threads)."""
     from adaloss.weighting import split_label
 
-    spec = MODELS[wildcards.model]
     w = wildcards.weighting
     if w.startswith("opt"):
         weighting = f"--weighting opt --opt-exit {w[3:]}"
@@ -231,8 +236,7 @@ def _train_args(wildcards, eann):
         weighting = f"--weighting {name} --scale {scale}"
     args = [
         f"--dataset {wildcards.dataset} --model-name {wildcards.model} --seed {wildcards.seed}",
-        f"--arch {spec['arch']}",
-        *(f"--arch-opt {shlex.quote(f'{k}={v}')}" for k, v in spec.items() if k != "arch"),
+        *_model_flags(wildcards.model),
         weighting,
         *(_flag(k, v) for k, v in sorted(train_options(wildcards.dataset, eann).items())),
     ]
@@ -277,10 +281,8 @@ def get_eann_exits():
 
 def get_costs_args(wildcards):
     """The `python -m adaloss costs` flags of one model on one dataset."""
-    spec = MODELS[wildcards.model]
-    return " ".join([f"--dataset {wildcards.dataset} --data-root {shlex.quote(train_options(wildcards.dataset)['data_root'])}",
-                     f"--arch {spec['arch']}",
-                     *(f"--arch-opt {shlex.quote(f'{k}={v}')}" for k, v in spec.items() if k != "arch")])
+    root = shlex.quote(train_options(wildcards.dataset)["data_root"])
+    return " ".join([f"--dataset {wildcards.dataset} --data-root {root}", *_model_flags(wildcards.model)])
 
 
 def get_latency():
