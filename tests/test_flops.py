@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from adaloss.flops import ExitCost, exit_costs, opt_exits
+from adaloss.flops import ExitCost, cost_fractions, exit_costs, opt_exits
 from adaloss.models import build_model
 
 TINY = [
@@ -65,6 +65,21 @@ def test_costs_increase_and_end_at_full_model(arch: str, opts: dict, channels: i
     assert costs[-1].params == sum(p.numel() for p in model.parameters())
 
 
+@pytest.mark.parametrize("arch,opts", TINY)
+def test_one_pass_costs_equal_each_truncated_forward_counted_alone(arch: str, opts: dict) -> None:
+    """exit_costs counts every exit in one full forward; each must equal model(x, upto=k) on its own:
+    its FLOPs, and the parameters autograd reaches from its logits (a backward pass per exit)."""
+    model = build_model(arch, 3, 10, 16, **opts).eval()
+    x = torch.zeros(1, 3, 16, 16)
+    for cost in exit_costs(model):
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(x, upto=cost.exit)
+        params = [p for p in model.parameters() if p.requires_grad]
+        grads = torch.autograd.grad(sum(o.sum() for o in model(x, upto=cost.exit)), params, allow_unused=True)
+        assert cost.flops == counter.get_total_flops()
+        assert cost.params == sum(p.numel() for p, g in zip(params, grads) if g is not None)
+
+
 def test_exit_costs_leaves_model_untouched() -> None:
     model = build_model("resann", 1, 10, 8, n=1, width=4).train()
     exit_costs(model)
@@ -72,25 +87,38 @@ def test_exit_costs_leaves_model_untouched() -> None:
     assert all(p.grad is None for p in model.parameters())
 
 
-@pytest.mark.parametrize("n,s,units", [
-    (9, 3, [8, 14, 20, 26]),     # ResANN(9, 32, s=3): 9 exits at units 2, 5, ..., 26
-    (25, 9, [20, 38, 56, 74]),   # ResANN(25, 32, s=9): 9 exits at units 2, 11, ..., 74
-    (32, 1, [23, 47, 71, 95]),   # ResANN(32, 32, s=1): 96 exits
-    (5, 1, [3, 7, 10, 14]),      # ResANN(5, 16): 15 exits, floor(f * 14) = 3, 7, 10, 14
+@pytest.mark.parametrize("n,width,s,channels,size,units,fractions", [
+    (3, 8, 1, 1, 8, [1, 3, 6, 8], [0.240, 0.445, 0.766, 1.0]),         # the default digits ResANN, 9 exits
+    (9, 32, 3, 3, 32, [5, 11, 20, 26], [0.228, 0.444, 0.774, 1.0]),    # ResANN(9, 32, s=3), 9 exits
+    (25, 32, 3, 3, 32, [17, 35, 56, 74], [0.242, 0.480, 0.759, 1.0]),  # ResANN(25, 32, s=3): the paper's 25 exits
 ])
-def test_opt_exits_sit_at_the_authors_units(n: int, s: int, units: list[int]) -> None:
-    model = build_model("resann", 3, 10, 8, n=n, width=2, s=s)
-    assert [model.exit_after[k] for k in opt_exits(model.num_exits)] == units
+def test_opt_exits_sit_nearest_each_fraction_of_the_total_cost(n, width, s, channels, size, units, fractions) -> None:
+    model = build_model("resann", channels, 10, size, n=n, width=width, s=s)
+    costs = [c.flops for c in exit_costs(model)]
+    exits = opt_exits(costs)
+    assert [model.exit_after[k] for k in exits] == units
+    assert cost_fractions(costs, exits) == pytest.approx(fractions, abs=1e-3)
+    # no other exit is nearer its fraction of the cost than the chosen one
+    for f, k in zip((0.25, 0.5, 0.75, 1.0), exits):
+        assert all(abs(c - f * costs[-1]) >= abs(costs[k] - f * costs[-1]) for c in costs)
 
 
-def test_opt_exits_of_small_and_bad_exit_counts() -> None:
-    assert opt_exits(1) == [0, 0, 0, 0]
-    assert opt_exits(4) == [0, 1, 2, 3]
-    assert opt_exits(9, fractions=(0.5,)) == [4]
-    with pytest.raises(ValueError, match="num_exits"):
-        opt_exits(0)
+def test_opt_exits_use_the_cost_not_the_exit_index() -> None:
+    # 9 front-loaded exits: the index rule's "1/4" (exit 2) costs 60 %, exit 0 costs 25 %
+    costs = [25, 50, 60, 80, 85, 90, 95, 98, 100]
+    assert opt_exits(costs) == [0, 1, 3, 8]
+    assert opt_exits([1.0]) == [0, 0, 0, 0]
+    assert opt_exits([10, 30], fractions=(0.2,)) == [0]   # tie (|10 - 6| = 4 vs 24): the nearer, exit 0
+    assert opt_exits([10, 20, 30, 40], fractions=(0.375,)) == [0]  # 15 is as far from 10 as from 20: the cheaper
+
+
+def test_opt_exits_refuse_bad_costs_and_fractions() -> None:
+    with pytest.raises(ValueError, match="at least one exit"):
+        opt_exits([])
     with pytest.raises(ValueError, match="fractions"):
-        opt_exits(4, fractions=(1.5,))
+        opt_exits([1, 2], fractions=(1.5,))
+    with pytest.raises(ValueError, match="non-decreasing"):
+        opt_exits([3, 2, 1])
 
 
 def test_own_head_cost_leaves_out_only_the_earlier_heads() -> None:

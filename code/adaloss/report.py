@@ -3,7 +3,7 @@
 `python -m adaloss report` reads only `results/tables/` and the figures the notebooks drew, and writes
 `report/report.html` (figures embedded as base64 PNG, tables as HTML) plus `results/tables/claims.csv`.
 The claims and their paired statistics are computed in `claims.py`; this module only renders them,
-beside the paper's numbers, which are recollections flagged UNVERIFIED in paper.md and labelled so.
+beside the paper's numbers (arXiv v3, Table 3a and 3b, verified against the v3 table image).
 
 The notebooks share the few plotting helpers here (labels, order, style, atomic PNG saving), so every
 figure names schemes the same way.
@@ -15,6 +15,7 @@ import argparse
 import base64
 import html
 import json
+import math
 import os
 import platform
 from pathlib import Path
@@ -24,14 +25,15 @@ import pandas as pd
 from markupsafe import Markup
 
 from . import atomic
-from .claims import CLAIM_COLUMNS, all_claims, family_of, final_exit_share, small_vs_large_summary
+from .claims import CLAIM_COLUMNS, all_claims, budget_text, family_of, final_exit_share, small_vs_large_summary
 from .provenance import cpu_name
 from .tables import BUDGETS, difficulty, format_floats
 from .weighting import LABELS, SCALES, label, split_label
 
 __all__ = [
-    "LABELS", "BUDGET_NAMES", "family_of", "label", "ordered", "save_figure", "log_error_axis", "mean_std", "mean_std_table",
-    "final_error_table", "e2_table", "budgeted_table", "families", "study_claims", "build_html",
+    "LABELS", "BUDGET_NAMES", "budget_text", "family_of", "label", "ordered", "save_figure", "log_error_axis",
+    "mean_std", "mean_std_table",
+    "final_error_table", "e2_table", "paper_3a_display", "paper_ilsvrc_display", "budgeted_table", "families", "study_claims", "build_html",
 ]
 
 BUDGET_NAMES = dict(zip(BUDGETS, ("1/4", "1/2", "3/4", "1")))
@@ -92,13 +94,22 @@ def families(runs: pd.DataFrame) -> dict[str, str]:
     return dict(zip(runs["model"], runs["arch"]))
 
 
+PAPER_ROW = "arXiv v3, Table 3a"
+COST_COLUMN = "budget points (measured % of the cost)"
+
+
 def e2_table(seeds: pd.DataFrame, paper: pd.DataFrame, model_arch: dict[str, str]) -> pd.DataFrame:
     """E2 for display: relative % increase over OPT (mean ± std over seeds) per dataset, model and
-    scheme; the mean per model family and scheme (families are never pooled); and the paper's
-    ResANN row (unverified)."""
+    scheme; the mean per model family and scheme (families are never pooled); and arXiv v3 Table 3a
+    (12 ResANNs on CIFAR10, CIFAR100 and SVHN together). Every row names the measured share of the
+    total cost at its four budget points, e.g. '1/4 (24 %), 1/2 (44 %), ...'."""
     def pivot(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         t = frame.groupby([*keys, "budget"])["rel_increase_pct"].apply(mean_std).unstack("budget")
-        return t.rename(columns=BUDGET_NAMES).rename_axis(columns=None)
+        t = t.rename(columns=BUDGET_NAMES).rename_axis(columns=None)
+        if "cost_fraction" in frame:
+            t[COST_COLUMN] = frame.groupby(keys).apply(
+                lambda g: ", ".join(budget_text(b, f["cost_fraction"]) for b, f in g.groupby("budget")))
+        return t
 
     order = {label(w): i for i, w in enumerate(ordered(set(seeds["weighting"]) | set(paper["weighting"])))}
     seeds = seeds.assign(scheme=seeds["weighting"].map(label),
@@ -106,11 +117,25 @@ def e2_table(seeds: pd.DataFrame, paper: pd.DataFrame, model_arch: dict[str, str
     ours = pivot(seeds, ["dataset", "model", "scheme"]).reset_index()
     mean = pivot(seeds, ["family", "scheme"]).reset_index()
     mean = mean.assign(dataset="mean (this run)", model=mean["family"] + "s").drop(columns="family")
-    pub = paper.assign(scheme=paper["weighting"].map(label))
-    pub = pivot(pub, ["scheme"]).reset_index().assign(dataset="paper (UNVERIFIED)", model="ResANNs")
-    out = pd.concat([ours, mean, pub], ignore_index=True)
+    out = pd.concat([ours, mean, paper_3a_display(paper)], ignore_index=True)
     out = out.assign(_o=out["scheme"].map(order)).sort_values(["dataset", "model", "_o"], kind="mergesort")
-    return out[["dataset", "model", "scheme", *BUDGET_NAMES.values()]].reset_index(drop=True)
+    return out[["dataset", "model", "scheme", *BUDGET_NAMES.values(), COST_COLUMN]].reset_index(drop=True)
+
+
+def paper_3a_display(paper: pd.DataFrame) -> pd.DataFrame:
+    """arXiv v3 Table 3a (paper_relative_to_opt.csv) as rows of the E2 table: one per scheme."""
+    t = paper.pivot_table(index="weighting", columns="budget", values="rel_increase_pct")
+    t = t.loc[ordered(t.index)].rename(columns=BUDGET_NAMES).rename_axis(columns=None)
+    t = t.map(lambda v: f"{v:.2f}").reset_index()
+    return t.assign(scheme=t["weighting"].map(label), dataset=PAPER_ROW,
+                    model="mean of 12 ResANNs, CIFAR10 + CIFAR100 + SVHN",
+                    **{COST_COLUMN: "1/4, 1/2, 3/4, 1 of the total ANN cost (the paper's words)"}).drop(columns="weighting")
+
+
+def paper_ilsvrc_display(ilsvrc: pd.DataFrame) -> pd.DataFrame:
+    """arXiv v3 Table 3b as the paper prints it: one row per model and scheme, one column per budget."""
+    t = ilsvrc.pivot_table(index=["model", "scheme"], columns="budget", values="top1_error", sort=False)
+    return t.rename(columns=BUDGET_NAMES).rename_axis(columns=None).reset_index()
 
 
 def budgeted_table(budgeted: pd.DataFrame) -> pd.DataFrame:
@@ -136,13 +161,13 @@ def _read(tables: Path, name: str) -> pd.DataFrame | None:
     return pd.read_csv(path) if path.exists() else None
 
 
-def study_claims(tables: Path, small_model: str | None, opt_model: str | None, tolerance: float) -> pd.DataFrame:
+def study_claims(tables: Path, small_vs_large: bool, opt_model: str | None, tolerance: float) -> pd.DataFrame:
     """`claims.all_claims` on the study's tables in `tables` (E3's and E4's claims only when they ran)."""
     runs = pd.read_csv(tables / "runs.csv")
     runs = runs[runs["pool"] == "runs"]
-    svl = _read(tables, "small_vs_large") if small_model else None
+    svl = _read(tables, "small_vs_large") if small_vs_large else None
     curve = _read(tables, "eann") if opt_model else None
-    return all_claims(pd.read_csv(tables / "relative_to_opt_seeds.csv"), families(runs), svl, small_model, curve,
+    return all_claims(pd.read_csv(tables / "relative_to_opt_seeds.csv"), families(runs), svl, curve,
                       pd.read_csv(tables / "anytime_errors.csv"), opt_model, tolerance,
                       _read(tables, "adaloss_weights"))
 
@@ -153,11 +178,14 @@ EXPERIMENTS = {
     "e1_anytime": ("E1 Anytime error", "Test error of every exit against its anytime cost (cumulative FLOPs, "
                    "earlier heads included), per dataset and model, for each weighting scheme; OPT (one network "
                    "per budget point) as stars."),
-    "e2_relative_to_opt": ("E2 Relative increase in error over OPT", "At predictor index floor(f (K-1)) for f = "
-                           "1/4, 1/2, 3/4 and 1, where the OPT networks sit (docs/fidelity.md, D2); seed s of a scheme is "
-                           "paired with seed s of OPT."),
-    "e3_small_vs_large": ("E3 Small AdaLoss ANN against a large CONST ANN", "Error against FLOPs of the small ANN "
-                          "with AdaLoss and a ~2x larger ANN with CONST."),
+    "e2_relative_to_opt": ("E2 Relative increase in error over OPT", "At the exit whose anytime cost is nearest "
+                           "1/4, 1/2, 3/4 and 1 of the total cost, where the OPT networks sit (docs/fidelity.md, D2); "
+                           "the last column gives the share of the cost each budget point really has. Seed s of a "
+                           "scheme is paired with seed s of OPT. The paper's row is arXiv v3 Table 3a, the mean over "
+                           "12 ResANNs on CIFAR10, CIFAR100 and SVHN together, so it compares with our ResANN mean."),
+    "e3_small_vs_large": ("E3 Small AdaLoss ANN against a large CONST ANN", "Error against FLOPs of each small ANN "
+                          "with AdaLoss, the same small ANN with CONST (the control) and a ~2x larger ANN with CONST. "
+                          "The claim compares final errors: the large ANN at its full cost."),
     "e4_eann": ("E4 EANN", "ANNs of exponentially increasing depth run one after another, one EANN of AdaLoss "
                 "members and one of CONST members; at each budget the prediction with the lowest validation error "
                 "(hold-out of the members' training set) so far, charging the full cost of the members already "
@@ -211,7 +239,7 @@ def _extra_tables(t: Path, anytime: pd.DataFrame, model_arch: dict[str, str]) ->
                                               pd.read_csv(t / "paper_relative_to_opt.csv"), model_arch)),
     }
     if (svl := _read(t, "small_vs_large")) is not None:
-        extra["e3_small_vs_large"] = _table(mean_std_table(small_vs_large_summary(svl), ["dataset"]))
+        extra["e3_small_vs_large"] = _table(mean_std_table(small_vs_large_summary(svl), ["dataset", "pair"]))
     if (cost := _read(t, "eann_cost")) is not None:
         extra["e4_eann"] = _table(mean_std_table(cost, ["dataset", "weighting", "opt_exit"]))
     if (weights := _read(t, "adaloss_weights")) is not None:
@@ -243,19 +271,27 @@ CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height
 
 
 def claims_html(claim_frame: pd.DataFrame) -> Markup:
-    """The claims table: verdict first, the interval as [low, high], then what was measured."""
+    """The claims table: the headline (Holm-adjusted) verdict first, then the claim's own 95% verdict
+    and interval [low, high], its p-values, then what was measured."""
     def interval(r: Any) -> str:
         if r.pairs == 0:
             return ""
-        if r.pairs < 2:
-            return f"{r.mean_diff:+.2f} (one pair: no interval)"
+        if math.isnan(r.ci_low):
+            return f"{r.mean_diff:+.2f} ({'one pair' if r.pairs < 2 else 'no spread in too few pairs'}: no interval)"
         return f"{r.mean_diff:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}]"
 
-    rows = [{"verdict": f'<span class="{r.verdict.split()[0]}">{html.escape(r.verdict)}</span>',
-             "claim": html.escape(r.claim), "mean difference [95% CI]": interval(r), "pairs": r.pairs,
+    def badge(v: str) -> str:
+        return f'<span class="{v.split()[0]}">{html.escape(v)}</span>' if v else ""
+
+    def p_text(p: float) -> str:
+        return "" if math.isnan(p) else f"{p:.3g}"
+
+    rows = [{"verdict (Holm)": badge(r.verdict_holm), "claim": html.escape(r.claim),
+             "verdict (this claim alone)": badge(r.verdict), "mean difference [95% CI]": interval(r),
+             "p": p_text(r.p_value), "p (Holm)": p_text(r.p_holm), "pairs": r.pairs,
              "paired on": html.escape(str(r.paired_on)), "unit": html.escape(str(r.unit)),
              "ours": html.escape(str(r.ours)), "paper": html.escape(str(r.paper))}
-            for r in claim_frame.fillna({"paired_on": "", "unit": ""}).itertuples()]
+            for r in claim_frame.fillna({"paired_on": "", "unit": "", "verdict_holm": ""}).itertuples()]
     return Markup(pd.DataFrame(rows).to_html(index=False, border=0, classes="t", escape=False))
 
 
@@ -288,6 +324,10 @@ def build_html(tables: Path, figures: list[Path], profile: str, configfiles: str
         "held_out": "/".join(map(str, sorted(held_out.unique()))) or "none",
         "n_seeds": study["seed"].nunique(), "scale_table": _table(_scale(runs)),
         "claims_table": claims_html(claim_frame), "sections": sections, "bench_table": _bench_table(bench_dir),
+        "n_claims": int(((claim_frame["kind"] == "claim") & claim_frame["p_value"].notna()).sum()),
+        "paper_3a": _table(paper_3a_display(pd.read_csv(tables / "paper_relative_to_opt.csv"))
+                           [["scheme", *BUDGET_NAMES.values()]]),
+        "paper_3b": _table(paper_ilsvrc_display(pd.read_csv(tables / "paper_ilsvrc.csv"))),
         **_latency_context(tables),
     }
     return _template().render(**context)
@@ -325,7 +365,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bench-dir", default="results/bench", help="optional `adaloss bench` JSON files")
     parser.add_argument("--benchmarks", default="results/benchmarks",
                         help="folder of the training jobs' Snakemake benchmark files (for the wall time)")
-    parser.add_argument("--small-model", help="E3's small model (its family labels the claim); absent: E3 did not run")
+    parser.add_argument("--small-vs-large", action="store_true",
+                        help="E3 ran: score its claim from small_vs_large.csv (absent: 'not testable')")
     parser.add_argument("--opt-model", help="E4's reference model, whose OPT networks the EANN meets; absent: E4 did not run")
     parser.add_argument("--eann-tolerance", type=float, default=0.1,
                         help="relative slack on OPT's error that still counts as 'competitive' (0.1 = 10%%)")
@@ -334,13 +375,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    claim_frame = study_claims(Path(args.tables), args.small_model, args.opt_model, args.eann_tolerance)
+    claim_frame = study_claims(Path(args.tables), args.small_vs_large, args.opt_model, args.eann_tolerance)
     atomic.write_csv(args.claims_out, format_floats(claim_frame[CLAIM_COLUMNS]))
     page = build_html(Path(args.tables), [Path(f) for f in args.figures], args.profile,
                       " ".join(args.configfiles) or "(none)", Path(args.bench_dir), claim_frame,
                       training_span(Path(args.benchmarks), pd.read_csv(Path(args.tables) / "runs.csv")))
     atomic.write_text(args.out, page)
     for c in claim_frame.itertuples():
-        print(f"[{c.verdict}] {c.claim}: {c.ours} (pairs {c.pairs}, mean {c.mean_diff:+.3g}, "
-              f"95% CI [{c.ci_low:+.3g}, {c.ci_high:+.3g}])")
+        print(f"[{c.verdict_holm} (Holm); {c.verdict} alone] {c.claim}: {c.ours} (pairs {c.pairs}, "
+              f"mean {c.mean_diff:+.3g}, 95% CI [{c.ci_low:+.3g}, {c.ci_high:+.3g}])")
     return 0

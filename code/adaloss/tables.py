@@ -7,19 +7,21 @@ of them for a Snakemake rule. The three interface tables and their columns are f
   error, %), ece (the exit's expected calibration error on the test set, %, 15 bins); `flops` is the
   anytime cost (every earlier head included), `own_head_flops` the authors' (backbone plus that
   exit's own head), see `flops.py`
-* `relative_to_opt.csv` dataset, model, weighting, budget, rel_increase_pct (mean over seeds)
+* `relative_to_opt.csv` dataset, model, weighting, budget, cost_fraction (the measured share of the
+  total cost at that budget's exit), rel_increase_pct (mean over seeds)
 * `adaloss_weights.csv` dataset, model, seed, exit, weight (AdaLoss's final weights)
 
 and beside them: `relative_to_opt_seeds.csv` (the per-seed pairs behind the means),
 `weight_trajectories.csv`, `small_vs_large.csv`, `runs.csv` (scale and compute time per run),
 `budgeted.csv` (E7: early exit at target average costs, thresholds fit on held-out training data),
-`latency.csv` (measured milliseconds per image of every exit beside its FLOPs) and
-`paper_relative_to_opt.csv` (the paper's published row, flagged unverified).
+`latency.csv` (measured milliseconds per image of every exit beside its FLOPs),
+`paper_relative_to_opt.csv` (arXiv v3, Table 3a) and `paper_ilsvrc.csv` (arXiv v3, Table 3b).
 
 Relative increase over OPT (paper.md §7): 100 * (err_scheme(k) - err_OPT(k)) / err_OPT(k) at the
-predictor index k = floor(f * (K - 1)) for f = 1/4, 1/2, 3/4, 1 (`flops.opt_exits`, the same rule
-that chose the OPT networks; docs/fidelity.md, D2); seed s of a scheme is paired with seed s of
-OPT. An OPT error of 0 leaves the ratio undefined (empty cell) rather than infinite.
+exit k whose anytime cost is nearest f x the total cost, for f = 1/4, 1/2, 3/4, 1
+(`flops.opt_exits`, the same rule that chose the OPT networks; docs/fidelity.md, D2), with the
+measured fraction beside it; seed s of a scheme is paired with seed s of OPT. An OPT error of 0
+leaves the ratio undefined (empty cell) rather than infinite.
 
 Byte-stable output: rows are sorted on their key columns and floats written with `FLOAT_FORMAT`.
 """
@@ -34,30 +36,42 @@ from pathlib import Path
 import pandas as pd
 
 from . import atomic
-from .flops import opt_exits
+from .flops import cost_fractions, opt_exits
 from .weighting import weighting_label
 
 __all__ = [
     "ANYTIME_COLUMNS", "RELATIVE_COLUMNS", "WEIGHTS_COLUMNS", "BUDGETS", "PAPER_RELATIVE_TO_OPT",
     "read_csvs", "format_floats", "anytime_errors", "relative_to_opt", "final_weights",
-    "weight_trajectories", "runs_table", "small_vs_large", "difficulty", "paper_table", "budgeted", "latency_table",
+    "weight_trajectories", "runs_table", "small_vs_large", "difficulty", "paper_table", "paper_ilsvrc_table",
+    "budgeted", "latency_table",
 ]
 
 ANYTIME_COLUMNS = ["dataset", "model", "weighting", "seed", "exit", "flops", "own_head_flops", "error", "ece"]
-RELATIVE_COLUMNS = ["dataset", "model", "weighting", "budget", "rel_increase_pct"]
+RELATIVE_COLUMNS = ["dataset", "model", "weighting", "budget", "cost_fraction", "rel_increase_pct"]
 WEIGHTS_COLUMNS = ["dataset", "model", "seed", "exit", "weight"]
 BUDGETS = (0.25, 0.5, 0.75, 1.0)  # fractions of the total cost where OPT networks sit
 FLOAT_FORMAT = "{:.6g}"
 
-# Paper Table 1, ResANN rows (relative % increase in error over OPT at 1/4, 1/2, 3/4, 1 of the cost),
-# from shared/reference/paper.md §8: an UNVERIFIED recollection of low confidence, shown only
-# beside our numbers and always flagged as such.
+# arXiv v3, Table 3a (read digit by digit off the v3 table image; shared/reference/paper.md §8): the
+# relative % increase in error over OPT at 1/4, 1/2, 3/4, 1 of the total ANN cost, averaged over 12
+# ResANNs, (n, c) in {7, 9, 13, 17, 25} x {16, 32} plus (9, 64) and (9, 128), and over CIFAR10,
+# CIFAR100 and SVHN together: one row per scheme, no per-data-set rows.
 PAPER_RELATIVE_TO_OPT = {
     "const": (15.07, 16.40, 18.76, 18.90),
     "linear": (25.67, 13.02, 12.97, 12.65),
     "adaloss": (32.99, 9.97, 3.96, 2.73),
 }
-PAPER_SOURCE = "paper Table 1, ResANNs on CIFAR10/CIFAR100/SVHN: UNVERIFIED recollection (paper.md §8)"
+PAPER_SOURCE = "arXiv v3, Table 3a: mean over 12 ResANNs on CIFAR10, CIFAR100 and SVHN together"
+# arXiv v3, Table 3b: ILSVRC2012 top-1 error (%) at 1/4, 1/2, 3/4, 1 of the cost (paper.md §8).
+PAPER_ILSVRC = {
+    ("ResANN50", "CONST"): (54.34, 35.61, 27.23, 25.14),
+    ("ResANN50", "AdaLoss"): (54.98, 34.92, 26.59, 24.42),
+    ("DenseANN169", "CONST"): (48.15, 45.00, 29.09, 25.60),
+    ("DenseANN169", "AdaLoss"): (47.17, 44.64, 28.22, 24.07),
+    ("MSDNet38", "MSDNet's own weights (Huang et al. 2017a)"): (33.9, 28.0, 25.7, 24.3),
+    ("MSDNet38", "AdaLoss"): (35.75, 28.04, 25.82, 23.99),
+}
+PAPER_ILSVRC_SOURCE = "arXiv v3, Table 3b: ILSVRC2012 top-1 error (%), the paper's numbers, not ours"
 
 
 def read_csvs(paths: Iterable[str | Path]) -> pd.DataFrame:
@@ -94,27 +108,34 @@ def anytime_errors(exits: pd.DataFrame) -> pd.DataFrame:
 
 def relative_to_opt(anytime: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(means over seeds, per-seed pairs) of the relative % increase in error over OPT, for every
-    model that has OPT networks and every scheme it was trained with."""
+    model that has OPT networks and every scheme it was trained with, at the exits nearest each
+    budget's share of the total cost (`flops.opt_exits` on the model's anytime costs), with the
+    measured share (`cost_fraction`)."""
     rows = []
     for (dataset, model), group in anytime.groupby(["dataset", "model"], sort=True):
         opt = group[group["weighting"] == "opt"].set_index(["seed", "exit"])["error"]
         ann = group[group["weighting"] != "opt"]
         if opt.empty or ann.empty:
             continue
-        exits = opt_exits(int(ann["exit"].max()) + 1, BUDGETS)
+        costs = ann.groupby("exit")["flops"].first().sort_index()
+        if list(costs.index) != list(range(len(costs))):
+            raise ValueError(f"{dataset}/{model}: the anytime runs lack exits {sorted(set(range(len(costs))) - set(costs.index))}")
+        exits = opt_exits(costs.tolist(), BUDGETS)
+        fractions = cost_fractions(costs.tolist(), exits)
         for (weighting, seed), run in ann.groupby(["weighting", "seed"], sort=True):
             run = run.set_index("exit")
-            for budget, k in zip(BUDGETS, exits):
+            for budget, k, fraction in zip(BUDGETS, exits, fractions):
                 if (seed, k) not in opt.index:
                     raise ValueError(f"{dataset}/{model}: no OPT network for exit {k}, seed {seed}")
                 o, e = float(opt[(seed, k)]), float(run.at[k, "error"])
                 rows.append({"dataset": dataset, "model": model, "weighting": weighting, "seed": int(seed),
-                             "budget": budget, "exit": k, "flops": int(run.at[k, "flops"]), "error": e,
-                             "opt_error": o, "rel_increase_pct": 100.0 * (e - o) / o if o > 0 else float("nan")})
-    seeds = pd.DataFrame(rows, columns=["dataset", "model", "weighting", "seed", "budget", "exit", "flops",
-                                        "error", "opt_error", "rel_increase_pct"])
+                             "budget": budget, "cost_fraction": fraction, "exit": k, "flops": int(run.at[k, "flops"]),
+                             "error": e, "opt_error": o,
+                             "rel_increase_pct": 100.0 * (e - o) / o if o > 0 else float("nan")})
+    seeds = pd.DataFrame(rows, columns=["dataset", "model", "weighting", "seed", "budget", "cost_fraction", "exit",
+                                        "flops", "error", "opt_error", "rel_increase_pct"])
     seeds = _sorted(seeds, ["dataset", "model", "weighting", "budget", "seed"])
-    means = seeds.groupby(RELATIVE_COLUMNS[:4], sort=True)["rel_increase_pct"].mean().reset_index()
+    means = seeds.groupby(RELATIVE_COLUMNS[:5], sort=True)["rel_increase_pct"].mean().reset_index()
     return _sorted(means, RELATIVE_COLUMNS[:4]), seeds
 
 
@@ -184,17 +205,24 @@ def runs_table(metrics_paths: Iterable[str | Path], benchmark_paths: Iterable[st
     return _sorted(pd.DataFrame(rows), ["pool", "dataset", "model", "weighting", "seed"])
 
 
-def small_vs_large(anytime: pd.DataFrame, small: str, small_weighting: str, large: str,
+def small_vs_large(anytime: pd.DataFrame, pairs: Sequence[tuple[str, str]], small_weighting: str,
                    large_weighting: str) -> pd.DataFrame:
-    """E3's two curves: the small ANN with `small_weighting` and the large one with `large_weighting`."""
+    """E3's curves per (small, large) pair: the small ANN with `small_weighting` (role `small`), the
+    large one with `large_weighting` (role `large`) and, as the control that tells a claim about the
+    weighting from one about depth, the small ANN with the large one's weighting (role `control`,
+    when it was trained). `pair` names the pair as "small vs large"."""
     parts = []
-    for role, model, weighting in (("small", small, small_weighting), ("large", large, large_weighting)):
-        part = anytime[(anytime["model"] == model) & (anytime["weighting"] == weighting)]
-        if part.empty:
-            raise ValueError(f"no anytime rows for the {role} model {model!r} with {weighting!r}")
-        parts.append(part.assign(role=role))
-    cols = ["dataset", "role", *ANYTIME_COLUMNS[1:]]
-    return _sorted(pd.concat(parts)[cols], ["dataset", "role", "seed", "exit"])
+    for small, large in pairs:
+        roles = [("small", small, small_weighting), ("large", large, large_weighting)]
+        if small_weighting != large_weighting:
+            roles.append(("control", small, large_weighting))
+        for role, model, weighting in roles:
+            part = anytime[(anytime["model"] == model) & (anytime["weighting"] == weighting)]
+            if part.empty and role != "control":
+                raise ValueError(f"no anytime rows for the {role} model {model!r} with {weighting!r}")
+            parts.append(part.assign(pair=f"{small} vs {large}", role=role))
+    cols = ["dataset", "pair", "role", *ANYTIME_COLUMNS[1:]]
+    return _sorted(pd.concat(parts)[cols], ["dataset", "pair", "role", "seed", "exit"])
 
 
 def difficulty(anytime: pd.DataFrame) -> pd.DataFrame:
@@ -234,10 +262,18 @@ def latency_table(paths: Iterable[str | Path]) -> pd.DataFrame:
 
 
 def paper_table() -> pd.DataFrame:
-    """The paper's published ResANN rows of the relative-increase table, with their source flag."""
+    """arXiv v3 Table 3a (the mean over 12 ResANNs and the three data sets), with its source."""
     rows = [{"model": "resann", "weighting": w, "budget": b, "rel_increase_pct": v, "source": PAPER_SOURCE}
             for w, values in PAPER_RELATIVE_TO_OPT.items() for b, v in zip(BUDGETS, values)]
     return _sorted(pd.DataFrame(rows), ["weighting", "budget"])
+
+
+def paper_ilsvrc_table() -> pd.DataFrame:
+    """arXiv v3 Table 3b (ILSVRC2012 top-1 error at 1/4, 1/2, 3/4, 1 of the cost), with its source:
+    the paper's numbers, for the report's reference section; no profile of ours trains on ILSVRC."""
+    rows = [{"model": model, "scheme": scheme, "budget": b, "top1_error": v, "source": PAPER_ILSVRC_SOURCE}
+            for (model, scheme), values in PAPER_ILSVRC.items() for b, v in zip(BUDGETS, values)]
+    return pd.DataFrame(rows)
 
 
 # -- command line: `python -m adaloss tables NAME` ------------------------------------------------
@@ -259,11 +295,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--benchmarks", nargs="*", default=[], help="Snakemake benchmark files of the training jobs")
     p = sub.add_parser("small-vs-large", help="small_vs_large.csv (E3) from anytime_errors.csv")
     p.add_argument("--anytime", required=True)
-    p.add_argument("--small", nargs=2, required=True, metavar=("MODEL", "WEIGHTING"))
-    p.add_argument("--large", nargs=2, required=True, metavar=("MODEL", "WEIGHTING"))
+    p.add_argument("--pairs", nargs="+", required=True, metavar="SMALL:LARGE",
+                   help="the model pairs, small ANN first (e.g. resann:resann_2x)")
+    p.add_argument("--small-weighting", default="adaloss", help="the small ANNs' scheme")
+    p.add_argument("--large-weighting", default="const", help="the large ANNs' scheme (also the control's)")
     p.add_argument("--out", required=True)
-    p = sub.add_parser("paper", help="paper_relative_to_opt.csv: the paper's (unverified) row")
+    p = sub.add_parser("paper", help="paper_relative_to_opt.csv (arXiv v3 Table 3a) and paper_ilsvrc.csv (Table 3b)")
     p.add_argument("--out", required=True)
+    p.add_argument("--ilsvrc-out", required=True, help="where to write Table 3b")
     p = sub.add_parser("budgeted", help="budgeted.csv (E7) from the runs' budgeted.csv")
     p.add_argument("--files", nargs="+", required=True, help="the runs' budgeted.csv")
     p.add_argument("--out", required=True)
@@ -279,9 +318,13 @@ def run_cli(args: argparse.Namespace) -> int:
         frame, seeds = relative_to_opt(pd.read_csv(args.anytime))
         atomic.write_csv(args.seeds_out, format_floats(seeds))
     elif args.table == "small-vs-large":
-        frame = small_vs_large(pd.read_csv(args.anytime), *args.small, *args.large)
+        pairs = [tuple(p.split(":")) for p in args.pairs]
+        if any(len(p) != 2 for p in pairs):
+            raise ValueError(f"--pairs takes SMALL:LARGE, got {args.pairs}")
+        frame = small_vs_large(pd.read_csv(args.anytime), pairs, args.small_weighting, args.large_weighting)
     elif args.table == "paper":
         frame = paper_table()
+        atomic.write_csv(args.ilsvrc_out, format_floats(paper_ilsvrc_table()))
     elif args.table == "budgeted":
         frame = budgeted(read_csvs(args.files))
     elif args.table == "latency":

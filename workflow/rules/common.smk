@@ -30,6 +30,8 @@ ADALOSS = f"{PYTHON} -m adaloss"
 MODELS = config["models"]
 SELECTED = config["experiments"]  # e1..e6: a profile may run only some (the laptop and GPU-quick ones)
 E3 = config.get("small_vs_large", {}) if "e3" in SELECTED else {}
+# E3's (small, large) pairs: `small` and `large` are one model each or equal-length lists, zipped
+E3_PAIRS = list(zip(*(([E3[k]] if isinstance(E3[k], str) else E3[k]) for k in ("small", "large")))) if E3 else []
 E4 = config.get("eann", {}) if "e4" in SELECTED else {}
 E7 = config.get("budgeted", {}) if "e7" in SELECTED else {}
 SCALE = config["loss_scale"]
@@ -69,7 +71,7 @@ DATASET_COMPARE = {d: config["dataset_compare"].get(d, config["compare"]) for d 
 # Every model some dataset compares: E4's reference and the ablation must be among them.
 COMPARED = sorted({m for models in DATASET_COMPARE.values() for m in models})
 _undefined = sorted(
-    {*COMPARED, E3.get("small"), E3.get("large"), *E4.get("members", []), E4.get("opt_model"),
+    {*COMPARED, *(m for pair in E3_PAIRS for m in pair), *E4.get("members", []), E4.get("opt_model"),
      *SCALE["models"], *E7.get("models", [])} - set(MODELS) - {None}
 )
 _check(not _undefined, f"models {_undefined} are used but not defined under `models` ({sorted(MODELS)})")
@@ -83,8 +85,11 @@ _check(not (E4 and E7) or E4["val_fraction"] == E7["val_fraction"],
        f"eann.val_fraction {E4.get('val_fraction')} and budgeted.val_fraction {E7.get('val_fraction')} differ: "
        "their runs share one held-out pool (eann_runs/), so they must hold out the same share")
 HELD_OUT_FRACTION = E4.get("val_fraction") or E7.get("val_fraction")
-_check(not E3 or E3["small"] in COMPARED,
-       f"small_vs_large.small {E3.get('small')!r} must be a compared model (its AdaLoss run is E1's)")
+_check(not E3 or len(E3_PAIRS) == len([E3["small"]] if isinstance(E3["small"], str) else E3["small"])
+       == len([E3["large"]] if isinstance(E3["large"], str) else E3["large"]),
+       f"small_vs_large.small and .large must list as many models: {E3.get('small')} vs {E3.get('large')}")
+_check(all(small in COMPARED for small, _ in E3_PAIRS),
+       f"small_vs_large.small {E3.get('small')!r} must be compared models (their AdaLoss and CONST runs are E1's)")
 _check("adaloss" in config["weightings"], "`weightings` must include adaloss (E1, E2, E5, E6)")
 _stray = sorted(set(DATASET_TRAIN) - set(config["datasets"]))
 if _stray:  # a profile that replaces `datasets` may keep another's overrides: they change nothing
@@ -129,11 +134,11 @@ def model_costs(dataset, model):
 
 @lru_cache(maxsize=None)
 def opt_exit_list(dataset, model):
-    """The predictor indices floor(f * (K - 1)) for f = 1/4, 1/2, 3/4, 1 of `model` on `dataset`
+    """The exits of `model` on `dataset` whose anytime cost is nearest 1/4, 1/2, 3/4 and 1 of its total
     (deduplicated), the budget points of docs/fidelity.md (D2): one OPT network is trained for each."""
     from adaloss.flops import opt_exits
 
-    return sorted(set(opt_exits(len(model_costs(dataset, model)))))
+    return sorted(set(opt_exits([c.flops for c in model_costs(dataset, model)])))
 
 
 @lru_cache(maxsize=None)
@@ -148,8 +153,10 @@ def study_runs():
                 runs |= {(d, m, w, s) for w in config["weightings"]}
                 runs |= {(d, m, f"opt{k}", s) for k in opt_exit_list(d, m)}
             runs |= {(d, m, w, s) for m in SCALE["models"] if m in compared for w in SCALE["weightings"]}
-            if E3 and E3["small"] in compared:
-                runs |= {(d, E3["small"], E3["small_weighting"], s), (d, E3["large"], E3["large_weighting"], s)}
+            for small, large in E3_PAIRS:  # the control: the small ANN with the large one's scheme
+                if small in compared:
+                    runs |= {(d, small, E3["small_weighting"], s), (d, small, E3["large_weighting"], s),
+                             (d, large, E3["large_weighting"], s)}
     return tuple(sorted(runs))
 
 
@@ -187,8 +194,28 @@ def estimated_gpu_hours():
     return hours
 
 
+def model_plan():
+    """One line per (dataset, model) trained: its exits and the exits its OPT networks sit at, with
+    their measured share of the cost."""
+    from adaloss.flops import cost_fractions
+
+    lines = []
+    trained = {(d, m) for d, m, _, _ in (*study_runs(), *eann_runs())}
+    for d, m in sorted(trained):
+        costs = [c.flops for c in model_costs(d, m)]
+        line = f"  {d}/{m}: {len(costs)} exits, {costs[-1] / 1e6:.1f} MFLOPs"
+        opts = opt_exit_list(d, m) if m in DATASET_COMPARE[d] else []
+        if opts:
+            shares = ", ".join(f"{k} ({100 * f:.0f} %)" for k, f in zip(opts, cost_fractions(costs, opts)))
+            line += f"; OPT at exits {shares}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
 # Snakemake decides on a dry run only after parsing, so the command line tells us.
 if any(a in ("--dry-run", "--dryrun") or re.fullmatch(r"-[a-zA-Z]*n[a-zA-Z]*", a) for a in sys.argv[1:]):
+    print("models (dataset/model: exits, cost of the whole network; OPT exits and their share of the cost):\n"
+          + model_plan(), file=sys.stderr)
     print(
         f"{len(study_runs()) + len(eann_runs())} trainings ({len(eann_runs())} of them holding out a validation "
         "split: EANN members, E7); about "
@@ -335,7 +362,7 @@ def get_report_args():
     """What the report needs to know of E3 and E4, when they run."""
     args = []
     if E3:
-        args.append(f"--small-model {E3['small']}")
+        args.append("--small-vs-large")
     if E4:
         args.append(f"--opt-model {E4['opt_model']} --eann-tolerance {E4['tolerance']}")
     return " ".join(args)
