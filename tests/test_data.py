@@ -5,6 +5,7 @@ real file formats in a tmp folder, `check_integrity` patched in the dataset's mo
 """
 
 import pickle
+import re
 import shutil
 import tarfile
 import urllib.error
@@ -23,6 +24,7 @@ from adaloss.augment import ReferenceDataset, reference_transform
 from adaloss.data import (
     DataError, DatasetNotFoundError, DeviceLoader, augment, dataset_info, load_dataset, normalize,
 )
+from adaloss.errors import InputError
 
 
 @pytest.fixture
@@ -239,8 +241,57 @@ def test_truncated_and_foreign_npz(tmp_path):
 
 
 def test_unknown_name_lists_builtins(tmp_path):
-    with pytest.raises(DataError, match=r"cifar10, cifar100, svhn, digits, mnist5k.*nope\.npz"):
+    with pytest.raises(DataError, match=r"nope\.npz: no such file: unknown dataset 'nope' "
+                                        r"\(built-in: cifar10, cifar100, svhn, digits, mnist5k\)"):
         load_dataset("nope", tmp_path)
+
+
+@pytest.mark.parametrize("name", ["../outside", "/abs/path", "sub/name", "Mine", "2fast", ""])
+def test_a_dataset_name_that_is_a_path_or_breaks_the_schema_rule_is_refused_before_any_file_is_read(tmp_path, name):
+    outside = tmp_path / "outside.npz"
+    np.savez(outside, **tiny())  # ../outside would reach it from tmp_path/data
+    with pytest.raises(InputError, match=f"dataset {re.escape(repr(name))}: not a valid dataset name") as err:
+        load_dataset(name, tmp_path / "data")
+    assert "--data-root" in str(err.value)
+    with pytest.raises(InputError, match="not a valid dataset name"):
+        dataset_info(name, tmp_path / "data")
+
+
+BAD_LABELS = {
+    "a stray label 100000": (dict(y_train=np.r_[np.arange(11) % 4, 100_000]), "y_train has label 100000"),
+    "a label near 2**31": (dict(y_train=np.r_[np.arange(11) % 4, 2**31 - 1]), "y_train has label 2147483647"),
+    "more than 10 x the distinct labels": (dict(y_train=np.r_[np.arange(11) % 3, 40]),
+                                           "largest label 40 makes 41 classes, more than 10 x the 4 distinct"),
+    "a single class": (dict(y_train=np.zeros(12, np.int64), y_test=np.zeros(6, np.int64)), "a single class (0)"),
+    "a single class of 3 stored": (dict(y_train=np.ones(12, np.int64), y_test=np.ones(6, np.int64),
+                                        num_classes=np.array(3)), "a single class (1)"),
+    "num_classes 1 stored": (dict(num_classes=np.array(1)), "num_classes must be a scalar integer >= 2"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_LABELS))
+def test_labels_that_make_no_plausible_class_set_are_refused_naming_the_file(tmp_path, case):
+    changes, message = BAD_LABELS[case]
+    np.savez(tmp_path / "labels.npz", **_with(**changes))
+    with pytest.raises(DataError, match="labels.npz") as err:
+        dataset_info("labels", tmp_path)
+    assert message in str(err.value)
+
+
+def test_large_labels_are_accepted_when_the_file_stores_num_classes(tmp_path):
+    np.savez(tmp_path / "many.npz", **_with(y_train=np.r_[np.arange(11) % 4, 150_000]), num_classes=np.array(150_001))
+    assert dataset_info("many", tmp_path)[2] == 150_001
+    np.savez(tmp_path / "sparse.npz", **_with(y_train=np.r_[np.arange(11) % 3, 39]))  # 40 classes, 4 distinct: 10 x
+    assert dataset_info("sparse", tmp_path)[2] == 40
+
+
+def test_an_object_array_is_refused_as_pickled_objects_not_as_corrupt(tmp_path):
+    labels = np.empty(12, dtype=object)
+    labels[:] = list(range(12))
+    np.savez(tmp_path / "objects.npz", **_with(y_train=labels))
+    with pytest.raises(DataError, match="objects.npz: holds pickled Python objects") as err:
+        load_dataset("objects", tmp_path)
+    assert "corrupt" not in str(err.value) and "could run code" in str(err.value)
 
 
 # ---------------------------------------------------------------- statistics and validation split

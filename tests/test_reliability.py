@@ -4,18 +4,25 @@ Crashes are real subprocesses killed with SIGKILL. docs/reliability.md lists the
 happens in each.
 """
 
+import errno
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import typing
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from adaloss import atomic
+from adaloss import atomic, budgeted, cli, rundir
+from adaloss import train as train_module
+from adaloss.checkpoint import CHECKPOINT_TYPES, CONFIG_TYPES, load_checkpoint, read_metrics
+from adaloss.errors import InputError
 
 TRAIN = [sys.executable, "-m", "adaloss", "train", "--dataset", "digits", "--arch", "resann",
          "--arch-opt", "n=2", "--arch-opt", "width=8", "--update-per", "5", "--threads", "1", "--no-progress"]
@@ -106,7 +113,7 @@ def test_a_checkpoint_carrying_a_pickled_object_is_refused_and_runs_nothing(tmp_
     result = subprocess.run([*TRAIN, "--out", str(tmp_path / "run"), "--epochs", "2"], capture_output=True,
                             text=True, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
-    assert "holds pickled Python objects" in result.stderr and str(path) in result.stderr
+    assert "a pickled Python object" in result.stderr and str(path) in result.stderr
     assert not (tmp_path / "pwned.txt").exists()
 
 
@@ -196,3 +203,268 @@ def test_sigkill_during_checkpoint_writes_never_leaves_a_torn_checkpoint(tmp_pat
         proc.wait()
         if (out / "checkpoint.pt").exists():
             torch.load(out / "checkpoint.pt", weights_only=True)  # loads: never half-written
+
+
+# ---------------------------------------------------------------- unusable inputs (issue 18)
+# Each bad input is fed to `python -m adaloss` in-process (cli.main, what the command runs): it
+# must end in exit code 2 and one line naming the file, with no file of ours or the user's changed,
+# and (where the `no_compute` fixture is used) before the data set is even read.
+
+TINY = ["--arch-opt", "n=1", "--arch-opt", "width=4", "--epochs", "1", "--update-per", "5", "--no-progress"]
+FINISHED = ["--dataset", "digits", *TINY, "--val-fraction", "0.25", "--train-subset", "200", "--test-subset", "100"]
+RUN_COMMANDS = ["train", "evaluate", "budgeted"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """A finished tiny run holding out a validation split (so `budgeted` takes it), trained once."""
+    root = tmp_path_factory.mktemp("finished")
+    assert cli.main(["train", *FINISHED, "--data-root", str(root / "data"), "--out", str(root / "run")]) == 0
+    return root / "run"
+
+
+@pytest.fixture
+def run(finished, tmp_path) -> Path:
+    """A copy of the finished run, to damage."""
+    shutil.copytree(finished, tmp_path / "run")
+    return tmp_path / "run"
+
+
+@pytest.fixture
+def no_compute(monkeypatch):
+    """Reading a data set, the first compute of every command, fails the test: the refusal must come first."""
+    def load_dataset(*args, **kwargs):
+        raise AssertionError("the data set was read before the bad input was refused")
+
+    for module in (train_module, budgeted):
+        monkeypatch.setattr(module, "load_dataset", load_dataset)
+
+
+def command(name: str, run_dir: Path, finished: Path, *extra: object) -> list[object]:
+    """`train` resuming `run_dir` (the finished run's flags and data), or `evaluate` / `budgeted` of it."""
+    if name == "train":
+        return ["train", *FINISHED, "--data-root", finished.parent / "data", "--out", run_dir, *extra]
+    return [name, run_dir, "--device", "cpu", *extra]
+
+
+def snapshot(*folders: Path) -> dict[Path, bytes]:
+    """Every file under `folders`, with its bytes."""
+    return {p: p.read_bytes() for folder in folders if folder.exists() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def refused(argv: list[object], capsys, names: object, *untouched: Path) -> str:
+    """Run the CLI: exit code 2, one line on stderr naming `names`, every file under `untouched` as before."""
+    before = snapshot(*untouched)
+    code = cli.main([str(a) for a in argv])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert str(names) in lines[0], lines[0]
+    assert snapshot(*untouched) == before
+    return lines[0]
+
+
+@pytest.mark.parametrize("name", RUN_COMMANDS)
+def test_a_truncated_checkpoint_is_one_line_naming_it(run, finished, capsys, no_compute, name):
+    path = run / "checkpoint.pt"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    line = refused(command(name, run, finished), capsys, path, run)
+    assert "not a readable checkpoint, truncated or corrupt" in line and "delete it" in line
+
+
+BAD_CHECKPOINTS = {
+    "empty": (b"", "truncated or corrupt (EOFError)"),
+    "a plain tensor": (torch.zeros(3), "holds a Tensor, not an adaloss checkpoint"),
+    "a dict without our keys": ({"weights": torch.zeros(3)}, "is not an adaloss checkpoint (no identity, epoch, model"),
+    "another project's": ({"state_dict": {}, "epoch": 3, "model": {"w": torch.zeros(2)}},
+                          "is not an adaloss checkpoint (no identity, optimizer"),
+}
+
+
+def _write_checkpoint(path: Path, content: object) -> None:
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        torch.save(content, path)
+
+
+@pytest.mark.parametrize("name", RUN_COMMANDS)
+@pytest.mark.parametrize("case", list(BAD_CHECKPOINTS))
+def test_an_empty_plain_or_foreign_checkpoint_is_one_line_naming_it(run, finished, capsys, no_compute, case, name):
+    content, message = BAD_CHECKPOINTS[case]
+    _write_checkpoint(run / "checkpoint.pt", content)
+    assert message in refused(command(name, run, finished), capsys, run / "checkpoint.pt", run)
+
+
+@pytest.mark.parametrize("extra", [[], ["--restart-on-change"]])
+def test_another_projects_checkpoint_in_out_is_refused_even_with_restart_on_change(finished, tmp_path, capsys,
+                                                                                    no_compute, extra):
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    _write_checkpoint(theirs / "checkpoint.pt", BAD_CHECKPOINTS["another project's"][0])
+    (theirs / "notes.txt").write_text("their notes\n")
+    line = refused(command("train", theirs, finished, *extra), capsys, theirs / "checkpoint.pt", theirs)
+    assert "is not an adaloss checkpoint" in line
+
+
+def _claim_width(run: Path, width: int, in_checkpoint: bool) -> None:
+    """Make metrics.json (and, if `in_checkpoint`, the checkpoint's identity) say width `width`;
+    the weights stay those of width 4."""
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["config"]["arch_opts"]["width"] = width
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    if in_checkpoint:
+        state = torch.load(run / "checkpoint.pt", weights_only=True)
+        state["identity"]["arch_opts"]["width"] = width
+        torch.save(state, run / "checkpoint.pt")
+
+
+@pytest.mark.parametrize("name", ["evaluate", "budgeted"])
+def test_a_checkpoint_of_another_architecture_than_metrics_json_is_one_line(run, finished, capsys, no_compute, name):
+    _claim_width(run, 8, in_checkpoint=False)
+    line = refused(command(name, run, finished), capsys, run / "checkpoint.pt", run)
+    assert "configuration" in line and "arch_opts" in line
+
+
+@pytest.mark.parametrize("name", RUN_COMMANDS)
+def test_weights_of_other_shapes_than_the_checkpoint_claims_are_one_line(run, finished, capsys, name):
+    """The identity agrees with metrics.json, but the weights do not fit the network it describes:
+    torch's 28-line list of mismatched tensors becomes one line (the data set is read first here,
+    as the network's input shape comes from it)."""
+    _claim_width(run, 8, in_checkpoint=True)
+    argv = command(name, run, finished)
+    if name == "train":
+        argv[argv.index("width=4")] = "width=8"
+    line = refused(argv, capsys, run / "checkpoint.pt", run)
+    assert "does not fit this run's network" in line and "size mismatch" in line
+
+
+@pytest.mark.parametrize("name", ["evaluate", "budgeted"])
+@pytest.mark.parametrize("damage,message", [
+    (lambda text: text[: len(text) // 2], "not readable JSON, truncated or corrupt"),
+    (lambda text: json.dumps({k: v for k, v in json.loads(text).items() if k != "config"}), "holds no run config"),
+    (lambda text: text.replace('"epochs": 1', '"epochs": "1"'), "config.epochs is '1', not a int"),
+], ids=["truncated", "without config", "epochs a string"])
+def test_a_truncated_or_configless_metrics_json_is_one_line_naming_it(run, finished, capsys, no_compute, name,
+                                                                     damage, message):
+    path = run / "metrics.json"
+    path.write_text(damage(path.read_text()))
+    assert message in refused(command(name, run, finished), capsys, path, run)
+
+
+def _tiny_npz(path: Path, **arrays) -> None:
+    base = dict(x_train=np.zeros((12, 8, 8), np.uint8), y_train=np.arange(12) % 3,
+                x_test=np.zeros((6, 8, 8), np.uint8), y_test=np.arange(6) % 3)
+    np.savez(path, **{**base, **arrays})
+
+
+def _object_labels() -> np.ndarray:
+    labels = np.empty(12, dtype=object)
+    labels[:] = list(range(12))
+    return labels
+
+
+@pytest.mark.parametrize("arrays,message", [
+    ({"y_train": np.r_[np.arange(11) % 3, 100_000]}, "y_train has label 100000"),
+    ({"y_train": np.r_[np.arange(11) % 3, 2**31 - 5]}, "y_train has label 2147483643"),
+    ({"y_train": np.zeros(12, np.int64), "y_test": np.zeros(6, np.int64)}, "y_train holds a single class"),
+    ({"y_train": _object_labels()}, "holds pickled Python objects"),
+], ids=["stray label 100000", "label near 2**31", "single class", "object array"])
+def test_a_bad_npz_stops_train_with_one_line_naming_it_before_training(tmp_path, capsys, arrays, message):
+    data, out = tmp_path / "data", tmp_path / "run"
+    data.mkdir()
+    _tiny_npz(data / "mine.npz", **arrays)
+    line = refused(["train", "--dataset", "mine", *TINY, "--data-root", data, "--out", out], capsys,
+                   data / "mine.npz", tmp_path)
+    assert message in line and "corrupt" not in line
+    assert not (out / "checkpoint.pt").exists()
+
+
+def test_an_out_that_is_a_file_or_under_a_file_is_refused_before_any_compute(finished, tmp_path, capsys, no_compute):
+    mine = tmp_path / "mine.txt"
+    mine.write_text("my file\n")
+    assert "is a file, not a directory" in refused(command("train", mine, finished), capsys, mine, tmp_path)
+    line = refused(command("train", mine / "run", finished), capsys, mine / "run", tmp_path)
+    assert "cannot be written (Not a directory)" in line
+
+
+def test_an_unwritable_out_is_refused_before_any_compute(finished, tmp_path, capsys, no_compute, monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    if os.geteuid() == 0:
+        # root writes into a read-only directory regardless of its mode, so the kernel's refusal
+        # that every other user gets is simulated where our probe would meet it
+        def refuse(folder: Path) -> None:
+            raise PermissionError(errno.EACCES, "Permission denied", str(folder))
+
+        monkeypatch.setattr(rundir, "_write_probe", refuse)
+    else:
+        locked.chmod(0o500)
+    try:
+        line = refused(command("train", locked, finished), capsys, locked, tmp_path)
+    finally:
+        locked.chmod(0o700)
+    assert "cannot be written (Permission denied)" in line
+
+
+@pytest.mark.parametrize("theirs", ["metrics.json", "log.csv"])
+def test_an_out_that_is_not_an_adaloss_run_is_refused_and_its_files_never_overwritten(finished, tmp_path, capsys,
+                                                                                      no_compute, theirs):
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / theirs).write_text("the user's own\n")
+    line = refused(command("train", out, finished), capsys, out, out)
+    assert f"not an adaloss run directory (no checkpoint.pt) and holds {theirs}" in line and "--force" in line
+
+
+def test_force_writes_the_run_into_a_non_run_directory_and_leaves_other_files_alone(finished, tmp_path):
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "log.csv").write_text("the user's own\n")
+    (out / "notes.txt").write_text("notes\n")
+    assert cli.main([str(a) for a in command("train", out, finished, "--force")]) == 0
+    assert (out / "notes.txt").read_text() == "notes\n"  # a name we do not write: untouched
+    assert (out / "log.csv").read_text().startswith("epoch,") and (out / "checkpoint.pt").is_file()
+
+
+def test_our_own_leftover_temp_file_does_not_make_a_directory_foreign(tmp_path):
+    (tmp_path / ".checkpoint.pt.abc123.tmp").write_bytes(b"half")  # what a SIGKILL mid-write leaves
+    rundir.prepare_run_dir(tmp_path)
+    (tmp_path / "user.txt").write_text("x")
+    with pytest.raises(InputError, match="not an adaloss run directory"):
+        rundir.prepare_run_dir(tmp_path)
+    rundir.prepare_run_dir(tmp_path, force=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".checkpoint.pt.abc123.tmp", "user.txt"]
+
+
+@pytest.mark.parametrize("flags,name", [
+    (["train", "--dataset", "../outside"], "../outside"),
+    (["train", "--dataset", "{tmp}/outside"], "{tmp}/outside"),
+    (["train", "--dataset", "digits", "--model-name", "../up"], "../up"),
+    (["costs", "--dataset", "../outside"], "../outside"),
+], ids=["relative path", "absolute path", "model name", "costs"])
+def test_a_dataset_or_model_name_that_is_a_path_is_refused_and_nothing_is_read_or_written(tmp_path, capsys,
+                                                                                          flags, name):
+    _tiny_npz(tmp_path / "outside.npz")  # what --dataset ../outside would reach from tmp_path/data
+    out = tmp_path / "run"
+    argv = [a.format(tmp=tmp_path) for a in flags] + ["--data-root", tmp_path / "data"]
+    line = refused(argv + (["--out", out] if flags[0] == "train" else []), capsys, repr(name.format(tmp=tmp_path)),
+                   tmp_path)
+    assert "not a valid" in line and not out.exists()
+
+
+def test_budgeted_out_that_is_a_directory_is_refused_before_any_compute(run, capsys, no_compute):
+    line = refused(["budgeted", run, "--out", run], capsys, run, run)
+    assert "is a directory" in line
+
+
+def test_the_validated_checkpoint_and_metrics_fields_are_those_training_writes(finished):
+    """load_checkpoint and read_metrics check a list of fields and types; it must stay the list
+    `Run.state_dict` and `TrainConfig` write, or a real run would be refused."""
+    state = torch.load(finished / "checkpoint.pt", weights_only=True)
+    assert set(state) == set(CHECKPOINT_TYPES)
+    config = json.loads((finished / "metrics.json").read_text())["config"]
+    hints = typing.get_type_hints(train_module.TrainConfig)
+    for key, kind in CONFIG_TYPES.items():
+        assert isinstance(config[key], kind) and key in hints, key
+    load_checkpoint(finished / "checkpoint.pt")
+    read_metrics(finished)

@@ -18,7 +18,15 @@ from typing import IO, Any
 
 import torch
 
-__all__ = ["atomic_path", "write_text", "write_json", "save_torch", "write_csv", "write_rows"]
+__all__ = ["atomic_path", "is_temp_file", "write_text", "write_json", "save_torch", "write_csv", "write_rows"]
+
+_TEMP_PREFIX, _TEMP_SUFFIX = ".", ".tmp"  # `.NAME.XXXXXXXX.tmp` beside NAME
+
+
+def is_temp_file(name: str) -> bool:
+    """Whether a file name is one of our temporary files (`atomic_path` names them so; a SIGKILL
+    mid-write leaves one behind), which a run directory may hold without being foreign."""
+    return name.startswith(_TEMP_PREFIX) and name.endswith(_TEMP_SUFFIX)
 
 
 @contextmanager
@@ -26,7 +34,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path`, on error it is removed."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{_TEMP_PREFIX}{target.name}.", suffix=_TEMP_SUFFIX, dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -27,6 +27,7 @@ from .checkpoint import load_trained_model
 from .data import load_dataset
 from .device import resolve_device
 from .early_exit import apply_thresholds, collect, fit_thresholds
+from .errors import InputError, reason
 from .weighting import weighting_label
 
 __all__ = ["BUDGETED_COLUMNS", "DEFAULT_BUDGETS", "budgeted_rows", "add_arguments", "run_cli"]
@@ -39,10 +40,19 @@ DEFAULT_BUDGETS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 def _exit_costs(run_dir: Path) -> list[float]:
-    """The anytime cost (FLOPs) of each exit, as training recorded it in exits.csv."""
-    with open(run_dir / "exits.csv", newline="") as fh:
-        rows = sorted(csv.DictReader(fh), key=lambda r: int(r["exit"]))
-    return [float(r["flops"]) for r in rows]
+    """The anytime cost (FLOPs) of each exit, as training recorded it in exits.csv; a file without
+    them is an InputError naming it."""
+    path = run_dir / "exits.csv"
+    try:
+        with open(path, newline="") as fh:
+            rows = sorted(csv.DictReader(fh), key=lambda r: int(r["exit"]))
+        costs = [float(r["flops"]) for r in rows]
+    except (OSError, UnicodeDecodeError, csv.Error, KeyError, TypeError, ValueError) as exc:
+        raise InputError(path, f"holds no per-exit costs ({reason(exc)})",
+                         f"rewrite it with python -m adaloss evaluate {run_dir}") from exc
+    if not costs:
+        raise InputError(path, "holds no exits", f"rewrite it with python -m adaloss evaluate {run_dir}")
+    return costs
 
 
 def budgeted_rows(run_dir: str | Path, budgets: Sequence[float] = DEFAULT_BUDGETS,
@@ -98,8 +108,10 @@ def run_cli(args: argparse.Namespace) -> int:
     bad = [b for b in args.budgets if not 0 < b <= 1]
     if bad:
         raise ValueError(f"budgets are fractions of the full cost in (0, 1], got {bad}")
-    rows = budgeted_rows(args.run_dir, args.budgets, args.device)
     out = Path(args.out) if args.out else Path(args.run_dir) / "budgeted.csv"
+    if out.is_dir():  # before any compute, not after it
+        raise InputError(out, "is a directory", "--out names the table file to write")
+    rows = budgeted_rows(args.run_dir, args.budgets, args.device)
     atomic.write_rows(out, rows, BUDGETED_COLUMNS)
     for r in rows:
         print(f"budget {r['budget_fraction']:g}: {r['avg_flops']:.4g} FLOPs per test image "

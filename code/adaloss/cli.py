@@ -21,11 +21,12 @@ __all__ = ["main", "build_parser"]
 
 # One line per TrainConfig field (tests check that none is missing); argparse appends the default.
 _HELP = {
-    "dataset": "cifar10, cifar100, svhn, digits, mnist5k, or NAME for data/NAME.npz",
+    "dataset": "cifar10, cifar100, svhn, digits, mnist5k, or NAME for DATA_ROOT/NAME.npz (a name of a-z, 0-9, _; "
+               "a folder goes in --data-root)",
     "out": "run directory (checkpoint.pt, log.csv, exits.csv, weights.csv, metrics.json)",
     "arch": "resann, denseann or msdnet",
     "arch_opts": "architecture option, repeatable (e.g. n=3 width=16 s=1; see `python -m adaloss costs`)",
-    "model_name": "label of the model in tables and paths; empty means the arch",
+    "model_name": "label of the model in tables and paths (a-z, 0-9, _); empty means the arch",
     "weighting": "const, linear, half_end, sieve, opt, adaloss, adaloss_grad or uncertainty",
     "scale": "sum of the loss weights: sum (the scheme's own), log2 (sum log2 K) or matched (sum K, as CONST)",
     "opt_exit": "with --weighting opt: the exit (0-based) the OPT network is trained for",
@@ -56,6 +57,7 @@ _HELP = {
     "eval_every": "epochs between test evaluations in log.csv (the last epoch is always evaluated)",
     "progress": "show a progress bar",
     "restart_on_change": "a checkpoint made with another configuration: start over instead of refusing",
+    "force": "write into a non-empty --out that is not an adaloss run (its files of our names are replaced)",
 }
 
 
@@ -197,7 +199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except (ValueError, FileNotFoundError, FloatingPointError, RuntimeError) as exc:
+    # InputError (a ValueError) is the one line for an unusable file, directory or name; OSError
+    # catches what the file system refuses (e.g. a table's --out losing its write permission)
+    except (ValueError, OSError, FloatingPointError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

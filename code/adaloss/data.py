@@ -35,6 +35,7 @@ from torch import Tensor
 
 from .atomic import atomic_path
 from .augment import DeviceLoader, augment, normalize
+from .errors import InputError, check_name, reason
 
 __all__ = [
     "DataError", "DatasetNotFoundError", "DeviceLoader", "ImageData",
@@ -45,11 +46,11 @@ _Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # x_train, y_tr
 _SPLIT_SEED = 0  # the fixed train/test split of digits and mnist5k: the same for every run seed
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """A dataset name or file that cannot be used; the message names the file and the problem."""
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(InputError, FileNotFoundError):
     """CIFAR/SVHN files missing or corrupt (and not downloadable here); the message says what to put where."""
 
 
@@ -104,7 +105,7 @@ def _open(make: Callable[[], Any], title: str, root: Path, expected: list[tuple[
         else:
             problem = f"unreadable files under {root}/"
         how = f"the download failed: {exc}" if download else f"download=False; torchvision said: {exc}"
-        raise DatasetNotFoundError(f"{title}: {problem}. To fix: {hint} ({how})") from exc
+        raise DatasetNotFoundError(title, problem, f"to fix: {hint} ({how})") from exc
 
 
 def _read_cifar(name: str, root: Path, download: bool) -> _Arrays:
@@ -119,7 +120,7 @@ def _read_cifar(name: str, root: Path, download: bool) -> _Arrays:
         try:
             extract_archive(str(archive), str(root))
         except (OSError, EOFError, tarfile.TarError) as exc:
-            raise DatasetNotFoundError(f"{cls.__name__}: cannot extract {archive} ({exc}). To fix: {hint}") from exc
+            raise DatasetNotFoundError(archive, f"cannot extract it ({exc})", f"to fix: {hint}") from exc
     files = cls.train_list + cls.test_list + [[cls.meta["filename"], cls.meta["md5"]]]
     expected = [(folder / name, md5) for name, md5 in files]
     splits = []
@@ -225,15 +226,19 @@ _BUILTINS = {
 
 _NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 _NPZ_OPTIONS = ("num_classes", "flip", "crop_pad")
+MAX_LABEL = 100_000  # without a stored num_classes, larger labels are refused (see _num_classes)
+CLASS_SPREAD = 10  # nor more than this many times as many classes as distinct labels
+_REWRITE = "rewrite the file as the README's 'Bring your own data set' describes"
+_FIX_LABELS = "fix the stray labels, or store num_classes in the file if you mean that many classes"
 
 
 def _npz_path(name: str, root: Path) -> Path:
-    path = root / f"{name}.npz"
+    """root/NAME.npz of a custom data set; NAME obeys the config schema's name rule, so a name never
+    reaches outside `root` (a folder is given as the root, not inside the name)."""
+    path = root / f"{check_name('dataset', name)}.npz"
     if not path.is_file():
-        raise DataError(
-            f"unknown dataset {name!r}: the built-in names are {', '.join(_BUILTINS)}, "
-            f"and {path} (where a custom dataset would be) does not exist"
-        )
+        raise DataError(path, f"no such file: unknown dataset {name!r} (built-in: {', '.join(_BUILTINS)})",
+                        "put the data set there as NAME.npz, or pass --data-root with the folder that holds it")
     return path
 
 
@@ -243,32 +248,31 @@ def _images(path: Path, key: str, x: np.ndarray) -> np.ndarray:
     When both axes 1 and 3 could be channels (3x3 or 1x1 images), channels-last wins, as np/PIL store images.
     """
     if x.dtype != np.uint8:
-        raise DataError(f"{path}: {key} has dtype {x.dtype}; images must be uint8 (0..255)")
+        raise DataError(path, f"{key} has dtype {x.dtype}; images must be uint8 (0..255)", _REWRITE)
     if x.ndim == 3:
         x = x[:, None]  # grayscale N x H x W
     elif x.ndim == 4 and x.shape[3] in (1, 3):
         x = x.transpose(0, 3, 1, 2)
     elif x.ndim != 4 or x.shape[1] not in (1, 3):
-        raise DataError(
-            f"{path}: {key} has shape {x.shape}; expected N x H x W, or N x H x W x C or N x C x H x W with C = 1 or 3"
-        )
+        raise DataError(path, f"{key} has shape {x.shape}; expected N x H x W, or N x H x W x C or N x C x H x W "
+                              "with C = 1 or 3", _REWRITE)
     if len(x) == 0:
-        raise DataError(f"{path}: {key} is empty")
+        raise DataError(path, f"{key} is empty", _REWRITE)
     if x.shape[2] != x.shape[3]:
-        raise DataError(
-            f"{path}: {key} images are {x.shape[2]} x {x.shape[3]}; images must be square (H == W), "
-            "since the models and the crop take one image size"
-        )
+        raise DataError(path, f"{key} images are {x.shape[2]} x {x.shape[3]}; images must be square (H == W), "
+                              "since the models and the crop take one image size", _REWRITE)
     return np.ascontiguousarray(x)
 
 
 def _labels(path: Path, key: str, y: np.ndarray, n_images: int) -> np.ndarray:
     if not np.issubdtype(y.dtype, np.integer):
-        raise DataError(f"{path}: {key} has dtype {y.dtype}; labels must be integers")
+        raise DataError(path, f"{key} has dtype {y.dtype}; labels must be integers", _REWRITE)
     if y.ndim != 1 or len(y) != n_images:
-        raise DataError(f"{path}: {key} has shape {y.shape}; expected one label per image, ({n_images},)")
+        raise DataError(path, f"{key} has shape {y.shape}; expected one label per image, ({n_images},)", _REWRITE)
     if y.min() < 0:
-        raise DataError(f"{path}: {key} has a negative label ({y.min()}); labels must be 0..num_classes-1")
+        raise DataError(path, f"{key} has a negative label ({y.min()}); labels must be 0..num_classes-1", _REWRITE)
+    if int(y.max()) > np.iinfo(np.int64).max:
+        raise DataError(path, f"{key} has label {y.max()}, beyond int64", _REWRITE)
     return y.astype(np.int64)
 
 
@@ -277,57 +281,88 @@ def _option(path: Path, key: str, value: np.ndarray, low: int, high: int | None 
     integral = np.issubdtype(value.dtype, np.integer) or value.dtype == bool
     if value.ndim != 0 or not integral or value < low or (high is not None and value > high):
         bounds = f">= {low}" if high is None else f"in {low}..{high}"
-        raise DataError(f"{path}: {key} must be a scalar integer {bounds}, got {value!r}")
+        raise DataError(path, f"{key} must be a scalar integer {bounds}, got {value!r}", _REWRITE)
     return int(value)
 
 
 def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
-    """Every array in the file, with its keys checked; what np.load cannot read is called corrupt."""
+    """Every array in the file, with its keys checked; what np.load cannot read is called corrupt,
+    and an object array (pickled Python objects) is refused without being unpickled."""
     with open(path, "rb") as f:  # our own handle: np.load leaves its own open when the zip is broken
         try:
             npz, arrays = np.load(f, allow_pickle=False), None
             if isinstance(npz, np.lib.npyio.NpzFile):
                 with npz:
                     arrays = dict(npz)
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-            problem = f"cannot read the .npz, corrupt or truncated ({type(exc).__name__}: {exc})"
-            raise DataError(f"{path}: {problem}") from exc
+        except ValueError as exc:
+            if "allow_pickle" not in str(exc):  # numpy's refusal of an object array or a pickle names the flag
+                raise DataError(path, f"cannot read the .npz, corrupt or truncated ({reason(exc)})",
+                                _REWRITE) from exc
+            raise DataError(path, "holds pickled Python objects (an object array), refused since loading them "
+                                  "could run code", "store numeric arrays only: uint8 images, integer labels") from exc
+        except Exception as exc:  # noqa: BLE001 - see below
+            # np.load raises what its zip and header readers meet: fuzzing found BadZipFile and
+            # NotImplementedError beside OSError, EOFError and MemoryError (a header claiming a huge
+            # array). Whichever, the file is unusable.
+                raise DataError(path, f"cannot read the .npz, corrupt or truncated ({reason(exc)})",
+                            _REWRITE) from exc
     if arrays is None:
-        raise DataError(f"{path}: not an .npz archive (np.savez writes one)")
+        raise DataError(path, "not an .npz archive", "write it with np.savez")
     if missing := [k for k in _NPZ_KEYS if k not in arrays]:
-        raise DataError(f"{path}: missing keys {missing} (found {sorted(arrays)}); needs {', '.join(_NPZ_KEYS)}")
+        raise DataError(path, f"missing keys {missing} (found {sorted(arrays)}); needs {', '.join(_NPZ_KEYS)}",
+                        _REWRITE)
     if unknown := sorted(set(arrays) - set(_NPZ_KEYS) - set(_NPZ_OPTIONS)):
-        raise DataError(f"{path}: unknown keys {unknown}; allowed: {', '.join(_NPZ_KEYS + _NPZ_OPTIONS)}")
+        raise DataError(path, f"unknown keys {unknown}; allowed: {', '.join(_NPZ_KEYS + _NPZ_OPTIONS)}", _REWRITE)
     return arrays
+
+
+def _num_classes(path: Path, arrays: dict[str, np.ndarray], y_train: np.ndarray, y_test: np.ndarray) -> int:
+    """The number of classes: the stored num_classes, else the largest training label + 1, when
+    the labels make a plausible class set.
+
+    Why: the heads get one output per class, so one stray label (100000 among 0..9) would build
+    100,001-class heads, train them to 100% error and exit 0, and a label near 2^31 would try to
+    allocate enormous heads. Without a stored num_classes, a label >= MAX_LABEL, or more than
+    CLASS_SPREAD x as many classes as distinct labels, is refused; a single class always is (its
+    loss is 0 and its error 0% whatever the network)."""
+    distinct = len(np.unique(y_train))
+    if distinct < 2:
+        raise DataError(path, f"y_train holds a single class ({y_train[0]}); a classifier needs two or more",
+                        "add the images of the other classes")
+    if "num_classes" in arrays:
+        num_classes = _option(path, "num_classes", arrays["num_classes"], 2)
+        for key, y in (("y_train", y_train), ("y_test", y_test)):
+            if y.max() >= num_classes:
+                raise DataError(path, f"{key} has label {y.max()} >= num_classes = {num_classes}", _FIX_LABELS)
+        return num_classes
+    top = int(y_train.max())
+    if top >= MAX_LABEL:
+        raise DataError(path, f"y_train has label {top}, and labels from {MAX_LABEL:,} on need num_classes stored",
+                        _FIX_LABELS)
+    if top + 1 > CLASS_SPREAD * distinct:
+        raise DataError(path, f"y_train's largest label {top} makes {top + 1} classes, more than {CLASS_SPREAD} x "
+                              f"the {distinct} distinct labels it holds", _FIX_LABELS)
+    if y_test.max() > top:
+        raise DataError(path, f"y_test has label {y_test.max()}, outside the training labels 0..{top}",
+                        "store num_classes in the file if the training set lacks classes")
+    return top + 1
 
 
 def _read_npz(path: Path) -> tuple[_Arrays, int, int, bool]:
     """Arrays, num_classes, crop_pad and flip of a custom dataset file, every problem a DataError naming the file.
 
     Required: x_train, y_train, x_test, y_test. Optional scalars: num_classes (default: the
-    largest training label + 1), crop_pad (default 2 for images up to 16 px, else 4), flip
-    (default False: a flip changes the meaning of digits and text).
+    largest training label + 1, see `_num_classes`), crop_pad (default 2 for images up to 16 px,
+    else 4), flip (default False: a flip changes the meaning of digits and text).
     """
     arrays = _npz_arrays(path)
     x_train, x_test = _images(path, "x_train", arrays["x_train"]), _images(path, "x_test", arrays["x_test"])
     if x_train.shape[1:] != x_test.shape[1:]:
-        raise DataError(
-            f"{path}: x_train images are C,H,W = {x_train.shape[1:]} but x_test images are {x_test.shape[1:]}"
-        )
+        raise DataError(path, f"x_train images are C,H,W = {x_train.shape[1:]} but x_test images are "
+                              f"{x_test.shape[1:]}", _REWRITE)
     y_train = _labels(path, "y_train", arrays["y_train"], len(x_train))
     y_test = _labels(path, "y_test", arrays["y_test"], len(x_test))
-    if "num_classes" in arrays:
-        num_classes = _option(path, "num_classes", arrays["num_classes"], 1)
-        for key, y in (("y_train", y_train), ("y_test", y_test)):
-            if y.max() >= num_classes:
-                raise DataError(f"{path}: {key} has label {y.max()} >= num_classes = {num_classes}")
-    else:
-        num_classes = int(y_train.max()) + 1
-        if y_test.max() >= num_classes:
-            raise DataError(
-                f"{path}: y_test has label {y_test.max()}, outside the training labels 0..{num_classes - 1}; "
-                "store num_classes in the file if the training set lacks classes"
-            )
+    num_classes = _num_classes(path, arrays, y_train, y_test)
     default_pad = 2 if x_train.shape[-1] <= 16 else 4
     crop_pad = _option(path, "crop_pad", arrays["crop_pad"], 0) if "crop_pad" in arrays else default_pad
     flip = bool(_option(path, "flip", arrays["flip"], 0, 1)) if "flip" in arrays else False
@@ -341,7 +376,8 @@ def balanced_subset(y: Tensor, n: int, num_classes: int, what: str) -> Tensor:
     the first n % C classes, each class's picks drawn by a fixed seed (the same for every run seed,
     so every run of a study sees the same images). Too few images of a class is an error."""
     if n < num_classes:
-        raise DataError(f"{what}: a subset of {n} images cannot hold all {num_classes} classes")
+        raise DataError(what, f"a subset of {n} images cannot hold all {num_classes} classes",
+                        "ask for a larger subset")
     g = torch.Generator().manual_seed(_SPLIT_SEED)
     order = torch.randperm(len(y), generator=g)
     picks = []
@@ -349,7 +385,8 @@ def balanced_subset(y: Tensor, n: int, num_classes: int, what: str) -> Tensor:
         want = n // num_classes + (1 if c < n % num_classes else 0)
         members = order[y[order] == c]
         if len(members) < want:
-            raise DataError(f"{what}: class {c} has {len(members)} images, fewer than the {want} the subset needs")
+            raise DataError(what, f"class {c} has {len(members)} images, fewer than the {want} the subset needs",
+                            "ask for a smaller subset")
         picks.append(members[:want])
     return torch.cat(picks).sort().values
 

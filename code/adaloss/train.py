@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import platform
 import sys
@@ -33,14 +32,17 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from . import atomic
-from .checkpoint import CHECKPOINT, load_checkpoint
+from .checkpoint import (CHECKPOINT, METRICS, UnfinishedRunError, checkpoint_fits, identity_diff, load_checkpoint,
+                         read_metrics)
 from .data import DeviceLoader, ImageData, load_dataset
 from .device import autocast_bf16, resolve_device
+from .errors import InputError, check_name
 from .evaluate import EXIT_COLUMNS, expected_calibration_error, exit_probabilities, exit_rows, top1_errors
 from .flops import COSTS_CACHE, cached_exit_costs
 from .graphed import GraphedStep
 from .models import build_model
 from .provenance import cpu_name
+from .rundir import prepare_run_dir
 from .sgd import SGD
 from .step import ExitLosses, Optimizer, train_step
 from .weighting import SCALES, WEIGHTINGS, LossWeighting, make_weighting, weighting_label
@@ -90,12 +92,15 @@ class TrainConfig:
     eval_every: int = 1  # epochs between test evaluations in the log (the last epoch always)
     progress: bool = True
     restart_on_change: bool = False  # a checkpoint from another config: start over instead of refusing
+    force: bool = False  # write into a non-empty directory that is not an adaloss run (rundir.prepare_run_dir)
 
     def __post_init__(self) -> None:
         self.arch_opts = dict(self.arch_opts)
         self.lr_milestones = tuple(self.lr_milestones)
         self.lr_factors = tuple(self.lr_factors)
         self.model_name = self.model_name or self.arch
+        check_name("dataset", self.dataset)
+        check_name("model", self.model_name)
         if self.epochs < 1:
             raise ValueError(f"epochs must be a positive integer, got {self.epochs}")
         if self.batch_size < 1:
@@ -130,7 +135,7 @@ class TrainConfig:
         another machine: they move results only within rounding (bf16, which a CPU without AMX
         does not use, the most)."""
         skip = {"out", "device", "threads", "channels_last", "bf16", "compile", "compile_mode", "cuda_graph", "eval_every", "progress",
-                "data_root", "download", "restart_on_change"}
+                "data_root", "download", "restart_on_change", "force"}
         return {k: v for k, v in self.as_dict().items() if k not in skip}
 
     def as_dict(self) -> dict[str, Any]:
@@ -143,7 +148,7 @@ class NonFiniteLossError(FloatingPointError):
     """A loss became NaN or inf; the message names the run, epoch, step and exit."""
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(InputError):
     """The run directory holds a checkpoint made with another configuration."""
 
 
@@ -195,7 +200,9 @@ class Run:
     def __init__(self, cfg: TrainConfig, data: ImageData | None = None) -> None:
         self.cfg = cfg
         self.out = Path(cfg.out)
+        prepare_run_dir(self.out, cfg.force)  # before any compute: an unusable --out fails now, not after an epoch
         self.device = resolve_device(cfg.device)
+        self.saved = self._read_checkpoint()  # likewise a checkpoint that cannot be resumed, before the data is read
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
         self.data = data if data is not None else load_dataset(
@@ -269,30 +276,36 @@ class Run:
     def save_checkpoint(self) -> None:
         atomic.save_torch(self.out / CHECKPOINT, self.state_dict())
 
-    def try_resume(self) -> bool:
-        """Load the run directory's checkpoint if there is one; refuse one from another config."""
+    def _read_checkpoint(self) -> dict[str, Any] | None:
+        """The run directory's checkpoint if there is one of this config; one of another config is
+        refused (or, with `restart_on_change`, ignored and later overwritten)."""
         path = self.out / CHECKPOINT
         if not path.exists():
-            return False
+            return None
         state = load_checkpoint(path, self.device)
-        mine = self.cfg.identity()
-        if state["identity"] != mine:
-            diff = sorted(k for k in set(mine) | set(state["identity"]) if mine.get(k) != state["identity"].get(k))
+        if diff := identity_diff(state["identity"], self.cfg.identity()):
             if self.cfg.restart_on_change:
                 print(f"{path} was made with another configuration ({', '.join(diff)} differ): starting over",
                       file=sys.stderr)
-                return False
+                return None
             raise CheckpointMismatchError(
-                f"{path} was made with a different configuration (differs in: {', '.join(diff)}); "
-                "use another output directory or delete the checkpoint to start over"
-            )
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.weighting.load_state_dict(state["weighting"])
-        self.loader.load_state_dict(state["loader"])
-        torch.set_rng_state(state["torch_rng"].cpu())
-        if self.cuda and state["cuda_rng"] is not None:
-            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+                path, f"was made with a different configuration (differs in: {', '.join(diff)})",
+                "use another output directory or delete the checkpoint to start over")
+        return state
+
+    def try_resume(self) -> bool:
+        """Continue from the checkpoint read at construction, if there was one of this config."""
+        state, self.saved = self.saved, None
+        if state is None:
+            return False
+        with checkpoint_fits(self.out / CHECKPOINT):
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.weighting.load_state_dict(state["weighting"])
+            self.loader.load_state_dict(state["loader"])
+            torch.set_rng_state(state["torch_rng"].cpu())
+            if self.cuda and state["cuda_rng"] is not None:
+                torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
         self.epoch, self.seconds = state["epoch"], state["seconds"]
         self.log_rows, self.weight_rows = state["log_rows"], state["weight_rows"]
         return True
@@ -417,18 +430,21 @@ def fit(cfg: TrainConfig, data: ImageData | None = None) -> dict[str, Any]:
     return Run(cfg, data).run()
 
 
-def load_metrics(run_dir: str | Path) -> dict[str, Any]:
-    return json.loads((Path(run_dir) / "metrics.json").read_text())
-
-
 def evaluate_checkpoint(run_dir: str | Path, device: str = "auto") -> dict[str, Any]:
     """Re-evaluate a finished run from its checkpoint without training (`python -m adaloss evaluate`)."""
-    metrics_path = Path(run_dir) / "metrics.json"
-    if not metrics_path.exists():
-        raise FileNotFoundError(f"{metrics_path} not found: train the run first (python -m adaloss train)")
-    config = json.loads(metrics_path.read_text())["config"]
-    config.update(out=str(run_dir), device=device, progress=False, compile=False, cuda_graph=False)  # no training here
-    run = Run(TrainConfig(**config))
-    if not run.try_resume() or run.epoch < run.cfg.epochs:
-        raise RuntimeError(f"{run_dir} holds no finished checkpoint; resume training with the same command")
+    run_path = Path(run_dir)
+    config = read_metrics(run_path)["config"]
+    # no training here, and a checkpoint of another config is refused, never replaced
+    config.update(out=str(run_dir), device=device, progress=False, compile=False, cuda_graph=False,
+                  restart_on_change=False)
+    try:
+        cfg = TrainConfig(**config)
+    except (TypeError, ValueError) as exc:
+        raise InputError(run_path / METRICS, f"its config is not a valid training config ({exc})",
+                         "train the run again into a new --out") from exc
+    run = Run(cfg)
+    run.try_resume()
+    if run.epoch < run.cfg.epochs:
+        raise UnfinishedRunError(run_path / CHECKPOINT, f"is from epoch {run.epoch} of {run.cfg.epochs}",
+                                 "finish training first (run the same train command again)")
     return run.write_outputs(reevaluate=True)
