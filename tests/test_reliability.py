@@ -342,7 +342,7 @@ def test_weights_of_other_shapes_than_the_checkpoint_claims_are_one_line(run, fi
 @pytest.mark.parametrize("damage,message", [
     (lambda text: text[: len(text) // 2], "not readable JSON, truncated or corrupt"),
     (lambda text: json.dumps({k: v for k, v in json.loads(text).items() if k != "config"}), "holds no run config"),
-    (lambda text: text.replace('"epochs": 1', '"epochs": "1"'), "config.epochs is '1', not a int"),
+    (lambda text: text.replace('"epochs": 1', '"epochs": "1"'), "config.epochs is '1', expected int"),
 ], ids=["truncated", "without config", "epochs a string"])
 def test_a_truncated_or_configless_metrics_json_is_one_line_naming_it(run, finished, capsys, no_compute, name,
                                                                      damage, message):

@@ -115,7 +115,7 @@ def read_metrics(run_dir: str | Path) -> dict[str, Any]:
         raise InputError(path, "holds no run config (an object with a 'config' object)", fix)
     if key := _mistyped(config, CONFIG_TYPES):
         kind = getattr(CONFIG_TYPES[key], "__name__", "number")
-        raise InputError(path, f"config.{key} is {reprlib.repr(config.get(key))}, not a {kind}", fix)
+        raise InputError(path, f"config.{key} is {reprlib.repr(config.get(key))}, expected {kind}", fix)
     return metrics
 
 
