@@ -27,7 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
 TABLE_COLUMNS = {
     "anytime_errors.csv": ["dataset", "model", "weighting", "seed", "exit", "flops", "own_head_flops", "error", "ece"],
-    "relative_to_opt.csv": ["dataset", "model", "weighting", "budget", "rel_increase_pct"],
+    "relative_to_opt.csv": ["dataset", "model", "weighting", "budget", "cost_fraction", "rel_increase_pct"],
+    "small_vs_large.csv": ["dataset", "pair", "role", "model", "weighting", "seed", "exit", "flops", "own_head_flops",
+                           "error", "ece"],
     "adaloss_weights.csv": ["dataset", "model", "seed", "exit", "weight"],
     "budgeted.csv": ["dataset", "model", "weighting", "seed", "budget_fraction", "budget", "avg_flops",
                      "avg_flops_heldout", "error", "error_heldout", "exits", "thresholds_from"],
@@ -99,7 +101,16 @@ def test_the_paper_dag_builds_without_data_and_prints_trainings_and_gpu_hours(tm
     estimate = re.search(r"(\d+) trainings \((\d+) of them holding out a validation split: EANN members, E7\); "
                          r"about ([\d.]+) GPU-hours", result.stderr)
     assert estimate and int(estimate[1]) == jobs and float(estimate[3]) > 10
-    assert int(estimate[2]) == 4 * 2 * 3 + 3  # 4 members x {adaloss, const} x 3 datasets, one seed; E7's LINEAR
+    assert int(estimate[2]) == (3 * 2 + 1) * 3  # 3 members x {adaloss, const} and E7's LINEAR, x 3 datasets
+    # Table 3a's 12 ResANNs with 3n exits (s = 1) for n < 25 and 25 exits (s = 3) for n = 25, each with
+    # CONST, LINEAR, AdaLoss and 4 OPT networks on 3 datasets; plus DenseANN and MSDNet
+    exits = {m: int(k) for m, k in re.findall(r"^  cifar100/(\w+): (\d+) exits", result.stderr, re.MULTILINE)}
+    resanns = {m: k for m, k in exits.items() if m.startswith("resann")}
+    assert len(resanns) == 12 and set(exits) == {*resanns, "denseann", "msdnet"}
+    assert resanns["resann_n7_c16"] == 21 and resanns["resann_n17_c32"] == 51 and resanns["resann_n25_c32"] == 25
+    assert resanns["resann_n9_c128"] == 27
+    assert jobs == (12 + 2) * 3 * (3 + 4) + 3 * 2 + (3 * 2 + 1) * 3  # + the loss-scale ablation, EANN and E7 runs
+    assert "OPT at exits 4 (25 %), 9 (48 %), 15 (76 %), 20 (100 %)" in result.stderr  # n = 7, by cost
 
 
 def test_dataset_train_entries_of_datasets_not_in_the_study_are_ignored_with_a_note(tmp_path):
@@ -140,8 +151,13 @@ def test_smoke_run_produces_tables_figures_and_report(smoke):
     late = claims[claims["claim"].str.endswith("AdaLoss beats CONST at late budgets (3/4 and 1)")]
     assert sorted(late["family"]) == ["DenseANN", "MSDNet", "ResANN"]  # one row per family, never pooled
     assert claims["claim"].str.contains("loss scale").any() and claims["claim"].str.contains("CONST ANNs").any()
+    assert set(pd.read_csv(smoke / "results" / "tables" / "small_vs_large.csv")["role"]) == {"small", "large", "control"}
+    holm = scored[(scored["kind"] == "claim")]
+    assert holm["p_holm"].notna().all() and (holm["p_holm"] >= holm["p_value"]).all()
     page = (smoke / "report" / "report.html").read_text()
     assert "profile smoke" in page and "<h2>E4 EANN</h2>" in page and "95% CI" in page
+    assert "verdict (Holm)" in page and "arXiv v3, Table 3a" in page and "ILSVRC2012" in page and "UNVERIFIED" not in page
+    assert re.search(r"1/4 \(\d+ %\)", page)  # every budget named with its measured share of the cost
     assert "<h2>E7 Budgeted batch classification (early exit)</h2>" in page and "ms/image at batch 64" in page
     assert "Thresholds fit on the held-out 0.1 of the training set" in page
     # Nothing is left to do, and the tables come out byte-identical when remade.
