@@ -249,7 +249,8 @@ def command(name: str, run_dir: Path, finished: Path, *extra: object) -> list[ob
 
 def snapshot(*folders: Path) -> dict[Path, bytes]:
     """Every file under `folders`, with its bytes."""
-    return {p: p.read_bytes() for folder in folders if folder.exists() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {p: p.read_bytes() for folder in folders if folder.exists()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def refused(argv: list[object], capsys, names: object, *untouched: Path) -> str:

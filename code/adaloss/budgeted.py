@@ -42,16 +42,15 @@ DEFAULT_BUDGETS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 def _exit_costs(run_dir: Path) -> list[float]:
     """The anytime cost (FLOPs) of each exit, as training recorded it in exits.csv; a file without
     them is an InputError naming it."""
-    path = run_dir / "exits.csv"
+    path, fix = run_dir / "exits.csv", f"rewrite it with python -m adaloss evaluate {run_dir}"
     try:
         with open(path, newline="") as fh:
             rows = sorted(csv.DictReader(fh), key=lambda r: int(r["exit"]))
         costs = [float(r["flops"]) for r in rows]
     except (OSError, UnicodeDecodeError, csv.Error, KeyError, TypeError, ValueError) as exc:
-        raise InputError(path, f"holds no per-exit costs ({reason(exc)})",
-                         f"rewrite it with python -m adaloss evaluate {run_dir}") from exc
+        raise InputError(path, f"holds no per-exit costs ({reason(exc)})", fix) from exc
     if not costs:
-        raise InputError(path, "holds no exits", f"rewrite it with python -m adaloss evaluate {run_dir}")
+        raise InputError(path, "holds no exits", fix)
     return costs
 
 

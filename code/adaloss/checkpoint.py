@@ -51,7 +51,7 @@ class UnsafeCheckpointError(InputError):
 
 class UnfinishedRunError(InputError, RuntimeError):
     """A run directory whose checkpoint has not reached the run's last epoch: it cannot be evaluated
-    yet (a RuntimeError too, as callers caught before it was an InputError)."""
+    yet. Also a RuntimeError, which it was before InputError existed, so callers catching that still do."""
 
 
 def _mistyped(values: Mapping[str, Any], types: Mapping[str, type | tuple[type, ...]]) -> str | None:

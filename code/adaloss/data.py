@@ -294,18 +294,15 @@ def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
             if isinstance(npz, np.lib.npyio.NpzFile):
                 with npz:
                     arrays = dict(npz)
-        except ValueError as exc:
-            if "allow_pickle" not in str(exc):  # numpy's refusal of an object array or a pickle names the flag
-                raise DataError(path, f"cannot read the .npz, corrupt or truncated ({reason(exc)})",
-                                _REWRITE) from exc
-            raise DataError(path, "holds pickled Python objects (an object array), refused since loading them "
-                                  "could run code", "store numeric arrays only: uint8 images, integer labels") from exc
         except Exception as exc:  # noqa: BLE001 - see below
-            # np.load raises what its zip and header readers meet: fuzzing found BadZipFile and
-            # NotImplementedError beside OSError, EOFError and MemoryError (a header claiming a huge
-            # array). Whichever, the file is unusable.
-                raise DataError(path, f"cannot read the .npz, corrupt or truncated ({reason(exc)})",
-                            _REWRITE) from exc
+            if isinstance(exc, ValueError) and "allow_pickle" in str(exc):  # numpy's refusal names the flag
+                raise DataError(path, "holds pickled Python objects (an object array), refused since loading "
+                                      "them could run code",
+                                "store numeric arrays only (uint8 images, integer labels)") from exc
+            # np.load raises what its zip and header readers meet: fuzzing found BadZipFile, ValueError
+            # and NotImplementedError; OSError, EOFError and MemoryError (a header claiming a huge
+            # array) can come too. Whichever, the file is unusable.
+            raise DataError(path, f"cannot read the .npz, corrupt or truncated ({reason(exc)})", _REWRITE) from exc
     if arrays is None:
         raise DataError(path, "not an .npz archive", "write it with np.savez")
     if missing := [k for k in _NPZ_KEYS if k not in arrays]:
