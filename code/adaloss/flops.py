@@ -17,7 +17,7 @@ cost: the paper reports OPT "at 1/4, 1/2, 3/4, and 1 of the total ANN costs" (ar
 trains its OPT networks there and the relative-increase table compares against them, labelled with
 the measured cost fraction (`cost_fractions`). The authors trained an OPT network at every exit and
 picked the table's columns offline; this rule replaces our earlier one on the exit index,
-floor(f (K - 1)), which put the "1/4" column of a 9-exit ResANN at 37 % of the cost
+floor(f (K - 1)), which put the "1/4" column of a 9-exit ResANN at 35-37 % of the cost
 (docs/fidelity.md, D2).
 """
 
