@@ -77,6 +77,17 @@ def test_zero_opt_error_leaves_the_ratio_empty():
     assert seeds.loc[seeds["budget"] == 1.0, "rel_increase_pct"].isna().all()
 
 
+def test_runs_table_shares_a_packed_jobs_seconds_among_its_seeds_by_training_time(tmp_path):
+    paths = [_run_dir(tmp_path, "const", s, [1.0]) for s in (0, 1)]
+    second = json.loads(paths[1].read_text())
+    paths[1].write_text(json.dumps({**second, "train_seconds": 4.5}))  # seed 0 trained 1.5 s, seed 1 4.5 s
+    bench = tmp_path / "bench" / "runs" / "toy" / "net" / "const.tsv"  # one job trained both seeds
+    bench.parent.mkdir(parents=True)
+    bench.write_text("s\th:m:s\tmax_rss\n12.0\t0:00:12\t100\n")
+    runs = tables.runs_table(paths, [bench])
+    assert runs["job_seconds"].tolist() == pytest.approx([3.0, 9.0])  # 12 s split 1.5 : 4.5, summing to 12
+
+
 def test_a_missing_opt_network_is_named():
     study = _study(seeds=(0,))
     study = study[~((study["weighting"] == "opt") & (study["exit"] == 2))]

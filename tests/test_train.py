@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from adaloss import cli
 from adaloss.augment import normalize, reference_transform
 from adaloss.data import load_dataset
 from adaloss.models import build_model
@@ -212,3 +213,22 @@ def test_models_that_convolve_1x1_maps_train_in_fp32_on_cpu(tmp_path):
     run = Run(tiny_config(tmp_path, arch="msdnet", arch_opts=dict(n=1, growth=2, head_channels=4, s=1)))
     assert run.bf16 is False
     assert Run(tiny_config(tmp_path)).bf16 == bf16_native(torch.device("cpu"))
+
+
+def test_train_with_seeds_trains_each_seed_into_its_own_directory_as_separate_runs_would(tmp_path):
+    """`train --seeds 0 1` (one process, start-up paid once) writes the same outputs as `--seed 0`
+    and `--seed 1` in two processes would: each seed's own directory and errors."""
+    args = ["train", "--dataset", "digits", "--arch-opt", "n=1", "--arch-opt", "width=8", "--epochs", "1",
+            "--no-progress", "--device", "cpu", "--no-bf16", "--threads", "1"]
+    assert cli.main([*args, "--seeds", "0", "1", "--out", str(tmp_path / "packed" / "seed{seed}")]) == 0
+    for seed in (0, 1):
+        assert cli.main([*args, "--seed", str(seed), "--out", str(tmp_path / "alone" / f"seed{seed}")]) == 0
+        packed, alone = (pd.read_csv(tmp_path / where / f"seed{seed}" / "exits.csv") for where in ("packed", "alone"))
+        assert packed.equals(alone) and (packed["seed"] == seed).all()
+    assert not pd.read_csv(tmp_path / "packed" / "seed0" / "exits.csv").equals(
+        pd.read_csv(tmp_path / "packed" / "seed1" / "exits.csv"))  # the seeds differ: not one run copied
+
+
+def test_train_with_several_seeds_needs_an_out_holding_seed(tmp_path, capsys):
+    assert cli.main(["train", "--dataset", "digits", "--seeds", "0", "1", "--out", str(tmp_path / "one")]) == 2
+    assert "needs an --out holding {seed}" in capsys.readouterr().err and not (tmp_path / "one").exists()

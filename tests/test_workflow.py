@@ -113,6 +113,18 @@ def test_the_paper_dag_builds_without_data_and_prints_trainings_and_gpu_hours(tm
     assert "OPT at exits 4 (25 %), 9 (48 %), 15 (76 %), 20 (100 %)" in result.stderr  # n = 7, by cost
 
 
+def test_packed_seeds_train_every_seed_of_a_run_in_one_job(tmp_path):
+    packed = _snakemake("--dry-run", "-p", "--configfile", str(_bad_config(tmp_path, lambda c: c["resources"].update(
+        pack_seeds=True))), cwd=tmp_path, timeout=120)
+    alone = _snakemake("--dry-run", "--configfile", str(ROOT / "config" / "smoke.yaml"), cwd=tmp_path, timeout=120)
+    assert packed.returncode == 0, packed.stderr[-3000:]
+    seeds = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())["seeds"]
+    assert len(seeds) > 1 and _train_jobs(packed.stdout) * len(seeds) == _train_jobs(alone.stdout)
+    commands = re.findall(r"adaloss train --out (\S+) .*?--seeds ([\d ]+) ", packed.stdout)
+    assert commands and all(out.endswith("seed{seed}'") and seeds_ == " ".join(map(str, seeds))
+                            for out, seeds_ in commands)
+
+
 def test_dataset_train_entries_of_datasets_not_in_the_study_are_ignored_with_a_note(tmp_path):
     config = _bad_config(tmp_path, lambda c: c.update(dataset_train={"mnist5k": {"epochs": 3}}))
     result = _snakemake("--dry-run", "--configfile", str(config), cwd=tmp_path, timeout=120)

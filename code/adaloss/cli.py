@@ -1,4 +1,4 @@
-"""Command line: `python -m adaloss {train,evaluate,costs,bench,tables,eann,report,budgeted} --help`.
+"""Command line: `python -m adaloss {train,evaluate,costs,bench,tables,eann,report,budgeted,convergence} --help`.
 
 The Snakemake rules call these commands; every flag of `train` is a field of `train.TrainConfig`,
 generated from the dataclass so the two never drift apart.
@@ -97,9 +97,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     values = {k: v for k, v in vars(args).items() if k in fields}
     values["arch_opts"] = dict(args.arch_opts)
-    metrics = fit(TrainConfig(**values))
-    err = ", ".join(f"{e:.2f}" for e in metrics["final_test_error"])
-    print(f"{metrics['run']}: test error per exit (%): {err}")
+    seeds = [values["seed"]] if args.seeds is None else args.seeds
+    if len(seeds) > 1 and "{seed}" not in values["out"]:
+        raise ValueError(f"--seeds {' '.join(map(str, seeds))} needs an --out holding {{seed}}, got {values['out']!r}")
+    # one run after another in this process: `import torch` and the data set's first read are paid once
+    for seed in seeds:
+        metrics = fit(TrainConfig(**{**values, "seed": seed, "out": values["out"].replace("{seed}", str(seed))}))
+        err = ", ".join(f"{e:.2f}" for e in metrics["final_test_error"])
+        print(f"{metrics['run']}: test error per exit (%): {err}")
     return 0
 
 
@@ -154,6 +159,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one anytime network (resumes from its checkpoint)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _add_config_flags(p)
+    p.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                   help="train these seeds one after another in this process instead of --seed (start-up paid "
+                        "once); --out must hold {seed}, e.g. runs/x/seed{seed}; each run keeps its own directory, "
+                        "checkpoint and resume (default: --seed alone)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("evaluate", help="re-evaluate a finished run from its checkpoint, without training")
@@ -190,6 +199,8 @@ _EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("report", "check the paper's claims on the tables and write the self-contained HTML report"),
     "budgeted": ("budgeted", "budgeted batch classification of a trained run: early-exit thresholds fit on its "
                              "held-out split, test error at each target average cost (never retrains)"),
+    "convergence": ("convergence", "is a training length long enough? OPT's final error at L epochs against 2L, "
+                                   "over seeds, with a profile's settings"),
 }
 
 

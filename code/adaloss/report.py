@@ -208,10 +208,14 @@ def _table(frame: pd.DataFrame) -> Markup:
 
 def training_span(benchmark_dir: Path, runs: pd.DataFrame) -> float | None:
     """Seconds from the first training job's start to the last one's end, from the Snakemake benchmark
-    files of `runs` ({pool}/{dataset}/{model}/{weighting}/seed{seed}.tsv, written at each job's end;
-    start = end - its wall seconds); None when any is missing."""
-    paths = [benchmark_dir / r.pool / r.dataset / r.model / r.weighting / f"seed{r.seed}.tsv"
-             for r in runs.itertuples()]
+    files of `runs` ({pool}/{dataset}/{model}/{weighting}/seed{seed}.tsv, or {weighting}.tsv for a job
+    that trained every seed; written at each job's end; start = end - its wall seconds); None when
+    any is missing."""
+    def job_file(r: Any) -> Path:
+        one = benchmark_dir / r.pool / r.dataset / r.model / r.weighting / f"seed{r.seed}.tsv"
+        return one if one.exists() else benchmark_dir / r.pool / r.dataset / r.model / f"{r.weighting}.tsv"
+
+    paths = sorted({job_file(r) for r in runs.itertuples()})
     if not paths or not all(p.exists() for p in paths):
         return None
     ends = [p.stat().st_mtime for p in paths]

@@ -173,21 +173,33 @@ def weight_trajectories(metrics_paths: Iterable[str | Path]) -> pd.DataFrame:
 
 
 def _run_key(path: Path) -> tuple[str, str, str, str, int]:
-    """(pool, dataset, model, weighting, seed) of `.../{pool}/{dataset}/{model}/{weighting}/seed{seed}[...]`,
-    the layout shared by run directories (`runs`, `eann_runs`) and their benchmark files."""
+    """(pool, dataset, model, weighting, seed) of a run directory `.../{pool}/{dataset}/{model}/{weighting}/seed{seed}`."""
     pool, dataset, model, weighting, seed = path.parts[-5:]
-    return pool, dataset, model, weighting, int(seed.removeprefix("seed").removesuffix(".tsv"))
+    return pool, dataset, model, weighting, int(seed.removeprefix("seed"))
 
 
-def _benchmark_seconds(paths: Iterable[str | Path]) -> dict[tuple[str, str, str, str, int], float]:
+def _job_key(path: Path) -> tuple[str, str, str, str, int | None]:
+    """The runs a training job's benchmark file covers, from its layout: one run
+    (`{pool}/{dataset}/{model}/{weighting}/seed{seed}.tsv`), or every seed of it when seeds are packed
+    (`{pool}/{dataset}/{model}/{weighting}.tsv`, seed None)."""
+    if path.name.startswith("seed"):
+        pool, dataset, model, weighting = path.parts[-5:-1]
+        return pool, dataset, model, weighting, int(path.stem.removeprefix("seed"))
+    pool, dataset, model = path.parts[-4:-1]
+    return pool, dataset, model, path.stem, None
+
+
+def _benchmark_seconds(paths: Iterable[str | Path]) -> dict[tuple[str, str, str, str, int | None], float]:
     """Job wall seconds from Snakemake benchmark files laid out as their run directories."""
-    return {_run_key(Path(p)): float(pd.read_csv(p, sep="\t")["s"].iloc[0]) for p in paths}
+    return {_job_key(Path(p)): float(pd.read_csv(p, sep="\t")["s"].iloc[0]) for p in paths}
 
 
 def runs_table(metrics_paths: Iterable[str | Path], benchmark_paths: Iterable[str | Path] = ()) -> pd.DataFrame:
     """One row per run: its pool (`runs`, or `eann_runs` for EANN members), scale (arch, options,
     epochs, batch) and what it cost: seconds in the training loop, seconds of the whole job
-    (imports, data, evaluation; from the benchmark files, if given), the device and precision."""
+    (imports, data, evaluation; from the benchmark files, if given; a job that trained several seeds
+    is shared among them in proportion to their training seconds, so the column still sums to the
+    jobs' wall time), the device and precision."""
     job = _benchmark_seconds(benchmark_paths)
     rows = []
     for path in map(Path, metrics_paths):
@@ -202,7 +214,13 @@ def runs_table(metrics_paths: Iterable[str | Path], benchmark_paths: Iterable[st
             "device": m["device"], "device_name": m["device_name"], "bf16": bool(m["bf16"]),
             "torch": m["torch"],
         })
-    return _sorted(pd.DataFrame(rows), ["pool", "dataset", "model", "weighting", "seed"])
+    frame = pd.DataFrame(rows)
+    if len(frame):
+        keys = ["pool", "dataset", "model", "weighting"]
+        packed = frame[keys].apply(lambda r: job.get((*r, None), float("nan")), axis=1)
+        share = frame["train_seconds"] / frame.groupby(keys)["train_seconds"].transform("sum")
+        frame["job_seconds"] = frame["job_seconds"].fillna(packed * share)
+    return _sorted(frame, ["pool", "dataset", "model", "weighting", "seed"])
 
 
 def small_vs_large(anytime: pd.DataFrame, pairs: Sequence[tuple[str, str]], small_weighting: str,

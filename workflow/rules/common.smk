@@ -40,6 +40,21 @@ SCALE = config["loss_scale"]
 # thresholds; they are trained apart, in eann_runs/ (one pool, so a run both need is trained once).
 RUN = "results/runs/{dataset}/{model}/{weighting}/seed{seed}"
 EANN_RUN = "results/eann_runs/{dataset}/{model}/{weighting}/seed{seed}"
+# resources.pack_seeds: one training job trains every seed of a (dataset, model, weighting), one
+# after another, so `import torch` and the job's start-up are paid once per job, not once per run
+PACK_SEEDS = config["resources"]["pack_seeds"]
+SEEDS = config["seeds"]
+
+
+def job_files(run_pattern, filename):
+    """The files `filename` one training job writes: its run's, or every seed's when seeds are packed."""
+    path = f"{run_pattern}/{filename}"
+    return expand(path, seed=SEEDS, allow_missing=True) if PACK_SEEDS else path
+
+
+def job_path(pattern):
+    """A per-job path (log, benchmark) of `.../seed{seed}.EXT`: `.../{weighting}.EXT` when seeds are packed."""
+    return pattern.replace("/seed{seed}", "") if PACK_SEEDS else pattern
 TABLES = "results/tables"
 NOTEBOOKS = f"{workflow.basedir}/workflow/notebooks"
 EXPERIMENTS = [
@@ -261,8 +276,9 @@ def _train_args(wildcards, eann):
     else:
         name, scale = split_label(w)
         weighting = f"--weighting {name} --scale {scale}"
+    seeds = f"--seeds {' '.join(map(str, SEEDS))}" if PACK_SEEDS else f"--seed {wildcards.seed}"
     args = [
-        f"--dataset {wildcards.dataset} --model-name {wildcards.model} --seed {wildcards.seed}",
+        f"--dataset {wildcards.dataset} --model-name {wildcards.model} {seeds}",
         *_model_flags(wildcards.model),
         weighting,
         *(_flag(k, v) for k, v in sorted(train_options(wildcards.dataset, eann).items())),
@@ -278,6 +294,20 @@ def get_eann_train_args(wildcards):
     return _train_args(wildcards, eann=True)
 
 
+def get_train_out(pattern):
+    """The --out of a training job: its run directory, or the pattern with {seed} left in when packed."""
+    def out(wildcards):
+        seed = "{seed}" if PACK_SEEDS else wildcards.seed
+        return shlex.quote(pattern.format(**{**wildcards, "seed": seed}))
+
+    return out
+
+
+def job_runtime(wildcards):
+    """Minutes one training job may take: `resources.runtime` per run it trains."""
+    return config["resources"]["runtime"] * (len(SEEDS) if PACK_SEEDS else 1)
+
+
 def get_exits():
     return run_files("exits.csv")
 
@@ -287,9 +317,11 @@ def get_metrics():
 
 
 def get_benchmarks():
-    """The Snakemake benchmark file of every training job, laid out as its run directory."""
-    return [f"results/benchmarks/{pool}/{d}/{m}/{w}/seed{s}.tsv"
-            for pool, runs in (("runs", study_runs()), ("eann_runs", eann_runs())) for d, m, w, s in runs]
+    """The Snakemake benchmark file of every training job, laid out as its run directory (packed:
+    one per (dataset, model, weighting), `.../{weighting}.tsv`)."""
+    pattern = job_path("results/benchmarks/{pool}/{d}/{m}/{w}/seed{seed}.tsv")
+    return sorted({pattern.format(pool=pool, d=d, m=m, w=w, seed=s)
+                   for pool, runs in (("runs", study_runs()), ("eann_runs", eann_runs())) for d, m, w, s in runs})
 
 
 def get_adaloss_metrics():

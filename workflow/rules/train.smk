@@ -1,6 +1,7 @@
-# Training: one job per (dataset, model, weighting, seed), OPT networks as weighting opt{k}, a loss
-# scale as a suffix (const_log2, adaloss_matched). The run directory holds checkpoint.pt (not a
-# declared output, so a failed or cancelled job resumes from its last epoch), log.csv, exits.csv,
+# Training: one job per (dataset, model, weighting, seed), or per (dataset, model, weighting) with
+# every seed one after another when `resources.pack_seeds` is set; OPT networks as weighting opt{k},
+# a loss scale as a suffix (const_log2, adaloss_matched). Each run directory holds checkpoint.pt (not
+# a declared output, so a failed or cancelled job resumes from its last epoch), log.csv, exits.csv,
 # weights.csv and metrics.json.
 # A checkpoint made with other flags (the config changed, or another profile trained this run
 # directory) is discarded and the run starts over (--restart-on-change); same flags resume.
@@ -9,21 +10,21 @@
 # Every run of E1-E3, E5, E6 and the loss-scale ablation, on the whole training set (as the authors)
 rule train:
     output:
-        exits=f"{RUN}/exits.csv",
-        metrics=f"{RUN}/metrics.json",
-        weights=f"{RUN}/weights.csv",
-        log_csv=f"{RUN}/log.csv",
+        exits=job_files(RUN, "exits.csv"),
+        metrics=job_files(RUN, "metrics.json"),
+        weights=job_files(RUN, "weights.csv"),
+        log_csv=job_files(RUN, "log.csv"),
     log:
-        "logs/train/{dataset}/{model}/{weighting}/seed{seed}.log",
+        job_path("logs/train/{dataset}/{model}/{weighting}/seed{seed}.log"),
     benchmark:
-        "results/benchmarks/runs/{dataset}/{model}/{weighting}/seed{seed}.tsv"
+        job_path("results/benchmarks/runs/{dataset}/{model}/{weighting}/seed{seed}.tsv")
     params:
-        out=RUN,
+        out=get_train_out(RUN),
         args=get_train_args,
     threads: config["resources"]["threads"]
     resources:
         mem_mb=config["resources"]["mem_mb"],
-        runtime=config["resources"]["runtime"],
+        runtime=job_runtime,
         gpu=config["resources"]["gpu"],
         slurm_partition=config["resources"]["slurm_partition"],
     shell:
@@ -34,14 +35,14 @@ rule train:
 # E4's members: the same training, holding out eann.val_fraction of the training set for the EANN's choice
 use rule train as train_eann_member with:
     output:
-        exits=f"{EANN_RUN}/exits.csv",
-        metrics=f"{EANN_RUN}/metrics.json",
-        weights=f"{EANN_RUN}/weights.csv",
-        log_csv=f"{EANN_RUN}/log.csv",
+        exits=job_files(EANN_RUN, "exits.csv"),
+        metrics=job_files(EANN_RUN, "metrics.json"),
+        weights=job_files(EANN_RUN, "weights.csv"),
+        log_csv=job_files(EANN_RUN, "log.csv"),
     log:
-        "logs/train_eann_member/{dataset}/{model}/{weighting}/seed{seed}.log",
+        job_path("logs/train_eann_member/{dataset}/{model}/{weighting}/seed{seed}.log"),
     benchmark:
-        "results/benchmarks/eann_runs/{dataset}/{model}/{weighting}/seed{seed}.tsv"
+        job_path("results/benchmarks/eann_runs/{dataset}/{model}/{weighting}/seed{seed}.tsv")
     params:
-        out=EANN_RUN,
+        out=get_train_out(EANN_RUN),
         args=get_eann_train_args,
