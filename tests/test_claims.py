@@ -244,6 +244,9 @@ def test_all_claims_has_the_documented_columns_and_a_holm_verdict():
                               0.1, weights)
     assert list(frame.columns) == claims.CLAIM_COLUMNS
     assert set(frame["verdict"]) <= {"reproduced", "contradicted", "inconclusive", "not testable"}
+    unrun = claims.all_claims(seeds, {"res": "resann"}, None, None, anytime, None, 0.1, None)
+    assert (unrun["verdict"] == "not run in this profile").sum() == 3  # E3, E4, E5: never a verdict
+    assert (unrun["verdict_holm"] == "not run in this profile").sum() == 3
     assert frame.loc[frame["claim"].str.contains("harder data"), "verdict"].item() == "not testable"
     scored = frame[(frame["kind"] == "claim") & frame["p_value"].notna()]
     assert frame.loc[frame["kind"] == "control", "p_holm"].isna().all()  # controls stay out of the family

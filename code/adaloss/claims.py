@@ -10,7 +10,9 @@ first. The test is Student's t on the mean of d (`paired_interval`), and the ver
 * "inconclusive" otherwise, always with fewer than two pairs (one seed decides nothing), and when
   fewer than five pairs are all identical (a zero-width interval from too few pairs says nothing of
   the spread),
-* "not testable" when the study lacks what the claim needs (no such runs, too few datasets).
+* "not testable" when the study lacks what the claim needs (no such runs, too few datasets),
+* "not run in this profile" when the profile does not run the experiment the claim needs; never a
+  verdict, and the row names the profiles that run it.
 
 Many claims are tested at 95% each, so the table also carries a Holm-adjusted verdict over the
 scored claims (`holm`): the report's headline column. Controls (rows of kind "control", such as a
@@ -52,6 +54,8 @@ ALPHA = 1 - CONFIDENCE
 MIN_PAIRS_WITHOUT_SPREAD = 5  # fewer identical differences than this give no interval
 TEST = "paired t, 95% CI"
 LATE = (0.75, 1.0)
+NOT_RUN = "not run in this profile"
+RUNS_ELSEWHERE = ("config/paper.yaml (GPU, CIFAR10, CIFAR100, SVHN)",)
 EARLY = 0.25
 CLAIM_COLUMNS = ["claim", "kind", "family", "paired_on", "unit", "ours", "paper", "mean_diff", "ci_low", "ci_high",
                  "pairs", "test", "p_value", "verdict", "p_holm", "verdict_holm"]
@@ -147,9 +151,9 @@ def _scored(claim: str, family: str, paired_on: str, unit: str, ours: str, paper
                   found, sign=paper_sign)
 
 
-def _untestable(claim: str, family: str, why: str, paper: str) -> _Claim:
+def _untestable(claim: str, family: str, why: str, paper: str, found: str = "not testable") -> _Claim:
     nan = math.nan
-    return _Claim(claim, "claim", family, "", "", why, paper, nan, nan, nan, 0, TEST, nan, "not testable")
+    return _Claim(claim, "claim", family, "", "", why, paper, nan, nan, nan, 0, TEST, nan, found)
 
 
 def family_of(models: Mapping[str, str]) -> Callable[[str], str]:
@@ -432,7 +436,7 @@ def _with_holm(found: list[_Claim]) -> list[_Claim]:
     family = [i for i, c in enumerate(found) if c.kind == "claim" and not math.isnan(c.p_value)]
     adjusted = holm([found[i].p_value for i in family])
     for c in found:
-        c.verdict_holm = c.verdict if c.verdict == "not testable" else "inconclusive"
+        c.verdict_holm = c.verdict if c.verdict.startswith("not ") else "inconclusive"
     for i, p in zip(family, adjusted):
         found[i].p_holm = p
         found[i].verdict_holm = _side(found[i].mean_diff, found[i].sign) if p < ALPHA else "inconclusive"
@@ -446,26 +450,26 @@ def all_claims(seeds: pd.DataFrame, families: Mapping[str, str], svl: pd.DataFra
 
     `seeds`: relative_to_opt_seeds.csv; `families`: model -> arch; `svl`: small_vs_large.csv;
     `curve`: eann.csv; `anytime`: anytime_errors.csv; `weights`: adaloss_weights.csv. A profile
-    that does not run E3, E4 or E5 passes None there, and those claims are "not testable".
+    that does not run E3, E4 or E5 passes None there, and those claims are "not run in this profile".
     """
     family = family_of(families)
-    why = "not testable in this profile: it does not run {}"
+    why = "{} is not run in this profile; it runs in " + ", ".join(RUNS_ELSEWHERE)
     found = [*late_budget_claims(seeds, families), *early_budget_claims(seeds, families),
              *loss_scale_claims(seeds, families)]
     if svl is None:
         found.append(_untestable("a small AdaLoss ANN beats a CONST ANN of about twice its cost", "", why.format("E3"),
-                                 ""))
+                                 "", NOT_RUN))
     else:
         found += small_vs_large_claims(svl, families)
     if curve is None or opt_model is None:
         found.append(_untestable("an EANN is competitive with OPT for a constant fraction of extra cost", "",
-                                 why.format("E4"), ""))
+                                 why.format("E4"), "", NOT_RUN))
     else:
         opt = anytime[(anytime["model"] == opt_model) & (anytime["weighting"] == "opt")]
         found += eann_claims(curve, opt, tolerance, family(opt_model))
     if weights is None:
         found.append(_untestable("AdaLoss's final weights concentrate more on late exits on harder data", "all",
-                                 why.format("E5"), ""))
+                                 why.format("E5"), "", NOT_RUN))
     else:
         found.append(weights_claim(weights, anytime))
     return pd.DataFrame([asdict(c) for c in _with_holm(found)], columns=CLAIM_COLUMNS)

@@ -97,7 +97,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     values = {k: v for k, v in vars(args).items() if k in fields}
     values["arch_opts"] = dict(args.arch_opts)
-    seeds = [values["seed"]] if args.seeds is None else args.seeds
+    seeds = getattr(args, "seeds", [values["seed"]])
     if len(seeds) > 1 and "{seed}" not in values["out"]:
         raise ValueError(f"--seeds {' '.join(map(str, seeds))} needs an --out holding {{seed}}, got {values['out']!r}")
     # one run after another in this process: `import torch` and the data set's first read are paid once
@@ -159,10 +159,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one anytime network (resumes from its checkpoint)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _add_config_flags(p)
-    p.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+    p.add_argument("--seeds", type=int, nargs="+", metavar="SEED", default=argparse.SUPPRESS,
                    help="train these seeds one after another in this process instead of --seed (start-up paid "
                         "once); --out must hold {seed}, e.g. runs/x/seed{seed}; each run keeps its own directory, "
-                        "checkpoint and resume (default: --seed alone)")
+                        "checkpoint and resume")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("evaluate", help="re-evaluate a finished run from its checkpoint, without training")

@@ -370,7 +370,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--benchmarks", default="results/benchmarks",
                         help="folder of the training jobs' Snakemake benchmark files (for the wall time)")
     parser.add_argument("--small-vs-large", action="store_true",
-                        help="E3 ran: score its claim from small_vs_large.csv (absent: 'not testable')")
+                        help="E3 ran: score its claim from small_vs_large.csv (absent: 'not run in this profile')")
     parser.add_argument("--opt-model", help="E4's reference model, whose OPT networks the EANN meets; absent: E4 did not run")
     parser.add_argument("--eann-tolerance", type=float, default=0.1,
                         help="relative slack on OPT's error that still counts as 'competitive' (0.1 = 10%%)")
