@@ -64,6 +64,31 @@ def test_sigkill_mid_epoch_then_restart_gives_the_same_errors_as_an_uninterrupte
     assert (out / "exits.csv").read_bytes() == (tmp_path / "clean" / "exits.csv").read_bytes()
 
 
+@pytest.mark.slow
+def test_sigkill_of_a_seed_pack_loses_at_most_one_epoch_of_one_run_and_ends_as_uninterrupted(tmp_path):
+    """`train --seeds 0 1` killed while seed 1 trains: seed 0 stays finished and is not retrained,
+    seed 1 resumes from its last epoch, and both end byte-identical to runs never killed."""
+    seeds = ["--epochs", "3", "--seeds", "0", "1"]
+    train(tmp_path / "clean" / "seed{seed}", *seeds)
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([*TRAIN, "--out", str(out / "seed{seed}"), *seeds], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while checkpoint_epoch(out / "seed1" / "checkpoint.pt") < 1 and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert (out / "seed0" / "exits.csv").exists() and not (out / "seed1" / "exits.csv").exists()
+    finished = (out / "seed0" / "checkpoint.pt").stat().st_mtime_ns
+
+    resumed = train(out / "seed{seed}", *seeds)
+    assert "resumed digits/resann/adaloss/seed1 after epoch" in resumed.stderr
+    assert (out / "seed0" / "checkpoint.pt").stat().st_mtime_ns == finished  # seed 0 is not retrained
+    for seed in ("seed0", "seed1"):
+        assert (out / seed / "exits.csv").read_bytes() == (tmp_path / "clean" / seed / "exits.csv").read_bytes()
+
+
 def test_restart_of_a_finished_run_does_not_retrain(tmp_path):
     train(tmp_path / "run", "--epochs", "1")
     stamp = (tmp_path / "run" / "checkpoint.pt").stat().st_mtime_ns
