@@ -243,10 +243,11 @@ def test_all_claims_has_the_documented_columns_and_a_holm_verdict():
     frame = claims.all_claims(seeds, {"res": "resann", "a": "resann", "b": "resann"}, svl, curve, anytime, "res",
                               0.1, weights)
     assert list(frame.columns) == claims.CLAIM_COLUMNS
-    assert set(frame["verdict"]) <= {"reproduced", "contradicted", "inconclusive", "not testable"}
+    assert set(frame["verdict"]) <= {"reproduced", "contradicted", "inconclusive", "not testable",
+                                     "not run in this profile"}  # the loss-scale ablation did not run
     unrun = claims.all_claims(seeds, {"res": "resann"}, None, None, anytime, None, 0.1, None)
-    assert (unrun["verdict"] == "not run in this profile").sum() == 3  # E3, E4, E5: never a verdict
-    assert (unrun["verdict_holm"] == "not run in this profile").sum() == 3
+    assert (unrun["verdict"] == "not run in this profile").sum() == 4  # ablation, E3, E4, E5: never a verdict
+    assert (unrun["verdict_holm"] == "not run in this profile").sum() == 4
     assert frame.loc[frame["claim"].str.contains("harder data"), "verdict"].item() == "not testable"
     scored = frame[(frame["kind"] == "claim") & frame["p_value"].notna()]
     assert frame.loc[frame["kind"] == "control", "p_holm"].isna().all()  # controls stay out of the family

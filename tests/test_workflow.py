@@ -314,7 +314,8 @@ def test_the_laptop_and_gpu_quick_profiles_run_in_their_smoke_form(tmp_path, pro
     assert len(runs) == 14 and set(runs["pool"]) == {"runs"}  # 3 schemes + 4 OPT networks, 2 seeds
     claims = pd.read_csv(tmp_path / "results" / "tables" / "claims.csv")
     skipped = claims[claims["ours"].str.contains("is not run in this profile", na=False)]
-    assert len(skipped) == 2 and set(skipped["verdict"]) == {"not run in this profile"}  # E3 and E4, never a verdict
+    assert set(skipped["verdict"]) == {"not run in this profile"}  # never a verdict
+    assert {"E3", "E4"} <= {text.split()[0] for text in skipped["ours"]}
     assert skipped["ours"].str.contains("config/paper.yaml").all()  # and where they run
     page = (tmp_path / "report" / "report.html").read_text()
     assert f"profile {profile}" in page and "E4 EANN" not in page
