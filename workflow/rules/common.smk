@@ -31,7 +31,8 @@ MODELS = config["models"]
 SELECTED = config["experiments"]  # e1..e6: a profile may run only some (the laptop and GPU-quick ones)
 E3 = config.get("small_vs_large", {}) if "e3" in SELECTED else {}
 # E3's (small, large) pairs: `small` and `large` are one model each or equal-length lists, zipped
-E3_PAIRS = list(zip(*(([E3[k]] if isinstance(E3[k], str) else E3[k]) for k in ("small", "large")))) if E3 else []
+E3_SMALL, E3_LARGE = ([E3[k]] if isinstance(E3.get(k, []), str) else E3.get(k, []) for k in ("small", "large"))
+E3_PAIRS = list(zip(E3_SMALL, E3_LARGE))
 E4 = config.get("eann", {}) if "e4" in SELECTED else {}
 E7 = config.get("budgeted", {}) if "e7" in SELECTED else {}
 SCALE = config["loss_scale"]
@@ -55,6 +56,8 @@ def job_files(run_pattern, filename):
 def job_path(pattern):
     """A per-job path (log, benchmark) of `.../seed{seed}.EXT`: `.../{weighting}.EXT` when seeds are packed."""
     return pattern.replace("/seed{seed}", "") if PACK_SEEDS else pattern
+
+
 TABLES = "results/tables"
 NOTEBOOKS = f"{workflow.basedir}/workflow/notebooks"
 EXPERIMENTS = [
@@ -100,9 +103,8 @@ _check(not (E4 and E7) or E4["val_fraction"] == E7["val_fraction"],
        f"eann.val_fraction {E4.get('val_fraction')} and budgeted.val_fraction {E7.get('val_fraction')} differ: "
        "their runs share one held-out pool (eann_runs/), so they must hold out the same share")
 HELD_OUT_FRACTION = E4.get("val_fraction") or E7.get("val_fraction")
-_check(not E3 or len(E3_PAIRS) == len([E3["small"]] if isinstance(E3["small"], str) else E3["small"])
-       == len([E3["large"]] if isinstance(E3["large"], str) else E3["large"]),
-       f"small_vs_large.small and .large must list as many models: {E3.get('small')} vs {E3.get('large')}")
+_check(len(E3_SMALL) == len(E3_LARGE),
+       f"small_vs_large.small and .large must list as many models: {E3_SMALL} vs {E3_LARGE}")
 _check(all(small in COMPARED for small, _ in E3_PAIRS),
        f"small_vs_large.small {E3.get('small')!r} must be compared models (their AdaLoss and CONST runs are E1's)")
 _check("adaloss" in config["weightings"], "`weightings` must include adaloss (E1, E2, E5, E6)")
