@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from .eann import theory_sup_factor
-from .tables import BUDGETS, PAPER_RELATIVE_TO_OPT, difficulty
+from .tables import BUDGET_NAMES, BUDGETS, PAPER_RELATIVE_TO_OPT, difficulty
 from .weighting import label
 
 __all__ = [
@@ -163,7 +163,7 @@ def family_of(models: Mapping[str, str]) -> Callable[[str], str]:
 
 def budget_text(budget: float, fractions: Sequence[float] | np.ndarray) -> str:
     """A budget point with the cost it really has: '1/4 (27 %)', or '1/4 (22-27 %)' over several models."""
-    name = {0.25: "1/4", 0.5: "1/2", 0.75: "3/4", 1.0: "1"}.get(budget, f"{budget:g}")
+    name = BUDGET_NAMES.get(budget, f"{budget:g}")
     f = np.asarray(fractions, dtype=float)
     f = f[~np.isnan(f)]
     if not len(f):

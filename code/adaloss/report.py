@@ -27,7 +27,7 @@ from markupsafe import Markup
 from . import atomic
 from .claims import CLAIM_COLUMNS, all_claims, budget_text, family_of, final_exit_share, small_vs_large_summary
 from .provenance import cpu_name
-from .tables import BUDGETS, difficulty, format_floats
+from .tables import BUDGET_NAMES, difficulty, format_floats
 from .weighting import LABELS, SCALES, label, split_label
 
 __all__ = [
@@ -36,7 +36,6 @@ __all__ = [
     "final_error_table", "e2_table", "paper_3a_display", "paper_ilsvrc_display", "budgeted_table", "families", "study_claims", "build_html",
 ]
 
-BUDGET_NAMES = dict(zip(BUDGETS, ("1/4", "1/2", "3/4", "1")))
 
 
 def ordered(weightings: Any) -> list[str]:

@@ -40,7 +40,7 @@ from .flops import cost_fractions, opt_exits
 from .weighting import weighting_label
 
 __all__ = [
-    "ANYTIME_COLUMNS", "RELATIVE_COLUMNS", "WEIGHTS_COLUMNS", "BUDGETS", "PAPER_RELATIVE_TO_OPT",
+    "ANYTIME_COLUMNS", "RELATIVE_COLUMNS", "WEIGHTS_COLUMNS", "BUDGETS", "BUDGET_NAMES", "PAPER_RELATIVE_TO_OPT",
     "read_csvs", "format_floats", "anytime_errors", "relative_to_opt", "final_weights",
     "weight_trajectories", "runs_table", "small_vs_large", "difficulty", "paper_table", "paper_ilsvrc_table",
     "budgeted", "latency_table",
@@ -50,6 +50,7 @@ ANYTIME_COLUMNS = ["dataset", "model", "weighting", "seed", "exit", "flops", "ow
 RELATIVE_COLUMNS = ["dataset", "model", "weighting", "budget", "cost_fraction", "rel_increase_pct"]
 WEIGHTS_COLUMNS = ["dataset", "model", "seed", "exit", "weight"]
 BUDGETS = (0.25, 0.5, 0.75, 1.0)  # fractions of the total cost where OPT networks sit
+BUDGET_NAMES = dict(zip(BUDGETS, ("1/4", "1/2", "3/4", "1")))  # how tables and figures name them
 FLOAT_FORMAT = "{:.6g}"
 
 # arXiv v3, Table 3a (read digit by digit off the v3 table image; shared/reference/paper.md §8): the
