@@ -112,7 +112,7 @@ def test_invalid_option_values() -> None:
 
 
 def test_arch_options_defaults() -> None:
-    assert set(ARCHS) == {"resann", "denseann", "msdnet"}
+    assert set(ARCHS) == {"resann", "denseann", "msdnet", "transformer"}  # the transformer: test_transformer.py
     assert arch_options("resann") == dict(n=5, width=16, s=1, min_predict_unit=0)
     assert arch_options("denseann") == dict(n=6, growth=12, s=1, min_predict_unit=0,
                                             bottleneck=False, reduction=1.0, dropout=0.0)

@@ -72,9 +72,24 @@ def _reached_params(outputs: Sequence[torch.Tensor], seen: set[Any], params: dic
     return sum(params.values())
 
 
-def exit_costs(model: AnytimeNet,
-               input_shape: tuple[int, int, int] | None = None) -> list[ExitCost]:
-    """FLOPs and parameters of each exit, for one (C, H, W) image (default: `model.input_shape`).
+def _flop_counter() -> Any:
+    """`FlopCounterMode` that also counts attention on CPU. torch's registry has formulas for the
+    CUDA attention kernels only, so on CPU `scaled_dot_product_attention` (which dispatches to
+    `_scaled_dot_product_flash_attention_for_cpu`) counted 0 FLOPs (torch 2.14); we count it with
+    torch's own formula, the two matmuls over the full T x T score matrix (the causal mask's
+    skipped half is counted too, as on CUDA), so a transformer's cost does not depend on the device."""
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count  # here: a training job reading cached costs skips its 0.2 s import
+
+    def cpu_attention(query_shape: Any, key_shape: Any, value_shape: Any, *_: Any, **__: Any) -> int:
+        return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    return FlopCounterMode(display=False, custom_mapping={
+        torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_attention})
+
+
+def exit_costs(model: AnytimeNet, input_shape: Sequence[int] | None = None) -> list[ExitCost]:
+    """FLOPs and parameters of each exit, for one input of `input_shape` (default: `model.input_shape`):
+    a (C, H, W) image, or a window of T tokens for the transformer (whose per-token cost is this / T).
 
     One forward pass counts them all: `AnytimeNet.forward(x, upto=k)` runs exactly the prefix of the
     full forward that ends with head k, so the running FLOP count when head k returns is the cost of
@@ -82,17 +97,14 @@ def exit_costs(model: AnytimeNet,
     both against truncated forwards). Runs in eval mode (BN on running statistics, no dropout) and
     restores the model's mode after.
     """
-    from torch.utils.flop_counter import FlopCounterMode  # here: a training job reading cached costs skips its 0.2 s import
-
-    shape = model.input_shape if input_shape is None else input_shape
     ref = next(model.parameters())
-    x = torch.zeros(1, *shape, device=ref.device, dtype=ref.dtype)  # (1, C, H, W)
+    x = model.example_input(1, input_shape, torch.Generator(ref.device).manual_seed(0))  # (1, C, H, W) or (1, T)
     was_training = model.training
     model.eval()
     running: list[int] = []
     try:
         heads = _head_flops(model, x)
-        with FlopCounterMode(display=False) as counter:  # counts the forward only: no backward runs
+        with _flop_counter() as counter:  # counts the forward only: no backward runs
             hooks = [h.register_forward_hook(lambda *_: running.append(counter.get_total_flops()))
                      for h in model.heads]
             try:
@@ -119,11 +131,9 @@ def _head_flops(model: AnytimeNet, x: torch.Tensor) -> list[int]:
     finally:
         for h in hooks:
             h.remove()
-    from torch.utils.flop_counter import FlopCounterMode
-
     flops = []
     for head, features in zip(model.heads, inputs):
-        with FlopCounterMode(display=False) as counter:
+        with _flop_counter() as counter:
             head(features)
         flops.append(counter.get_total_flops())
     return flops

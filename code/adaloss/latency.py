@@ -4,7 +4,8 @@ FLOPs are what an exit costs on paper. The small networks of this study are boun
 launches and memory traffic more than by arithmetic, so the time of `model(x, upto=k)` neither
 grows as exit k's FLOPs do nor stays the same per image from batch 1 to batch 64. `exit_latency`
 measures it: for each batch size b and exit k, the median of `repeats` timed calls of
-`model(x, upto=k)` on a random (b, C, H, W) input after `warmup` untimed ones, in eval mode under
+`model(x, upto=k)` on a random input of b images (b windows of tokens for the transformer: an
+"image" below is then one window) after `warmup` untimed ones, in eval mode under
 `torch.no_grad`, synchronising CUDA around each call so the clock sees the kernels finish
 (airbench's timing discipline, style.md §2). Each time is named with the hardware it was taken on,
 and on CPU the torch threads it used, since a CPU time scales with them.
@@ -83,14 +84,12 @@ def exit_latency(
     dev = resolve_device(device) if isinstance(device, str) else device
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     timed = copy.deepcopy(model).to(dev, memory_format=fmt).eval()
-    dtype = next(timed.parameters()).dtype
     label = device_label(dev)
     noise = torch.Generator(dev).manual_seed(0)  # leaves the global RNG where the caller had it
     results = []
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):  # entered once, not timed
         for b in batch_sizes:
-            x = torch.randn(b, *timed.input_shape, device=dev, dtype=dtype, generator=noise)  # (B, C, H, W)
-            x = x.contiguous(memory_format=fmt)
+            x = timed.example_input(b, generator=noise).contiguous(memory_format=fmt)  # (B, C, H, W) or (B, T)
             for k in range(timed.num_exits):
                 seconds = []
                 for i in range(warmup + repeats):

@@ -1,8 +1,9 @@
 """The anytime networks: the `ARCHS` registry and `build_model`.
 
 Families (official_code.md §2-3): `resann` (ResANN, resann.py), `denseann` (DenseANN,
-denseann.py), `msdnet` (MSDNet-ANN, msdnet.py). Every model is an `AnytimeNet` (base.py) whose
-`forward(x, upto=k)` returns the logits of exits 0..k, cheapest first.
+denseann.py), `msdnet` (MSDNet-ANN, msdnet.py); beyond the paper, `transformer` (a byte-level
+decoder-only language model with an exit after every layer, transformer.py). Every model is an
+`AnytimeNet` (base.py) whose `forward(x, upto=k)` returns the logits of exits 0..k, cheapest first.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from .base import AnytimeNet
 from .denseann import DenseANN
 from .msdnet import MSDNet
 from .resann import ResANN
+from .transformer import TransformerANN
 
 __all__ = ["ARCHS", "AnytimeNet", "build_model", "arch_options"]
 
-ARCHS: dict[str, type[AnytimeNet]] = {"resann": ResANN, "denseann": DenseANN, "msdnet": MSDNet}
+ARCHS: dict[str, type[AnytimeNet]] = {"resann": ResANN, "denseann": DenseANN, "msdnet": MSDNet,
+                                      "transformer": TransformerANN}
 
 _DATA_ARGS = ("in_channels", "num_classes", "image_size")  # set by the data set, not options
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import torch
 from torch import Tensor, nn
 
 __all__ = [
@@ -125,6 +126,15 @@ class AnytimeNet(nn.Module):
     def num_exits(self) -> int:
         """K, the number of exits (anytime predictions)."""
         return len(self.heads)
+
+    def example_input(self, batch_size: int, shape: Sequence[int] | None = None,
+                      generator: torch.Generator | None = None) -> Tensor:
+        """A random batch of what `forward` takes, on the model's device: (B, *shape) normal noise in
+        the parameters' dtype, `shape` defaulting to `input_shape`. Cost counting and latency timing
+        feed models through this, so they need not know whether a model reads images or tokens."""
+        ref = next(self.parameters())
+        dims = self.input_shape if shape is None else tuple(shape)
+        return torch.randn(batch_size, *dims, device=ref.device, dtype=ref.dtype, generator=generator)
 
     def exit_features(self, state: Tensor | list) -> Tensor:
         """The head's input taken from a unit's output; the state itself unless overridden."""
