@@ -9,6 +9,7 @@ from adaloss.weighting import (
     AdaLoss,
     AdaLossGradNorm,
     UncertaintyWeighting,
+    label,
     make_weighting,
     split_label,
     static_weights,
@@ -239,3 +240,56 @@ def test_the_front_door_exports_the_library():
     assert len(exit_costs(model)) == model.num_exits == 3
     with pytest.raises(AttributeError, match="no attribute 'adaloss_v2'"):
         adaloss.adaloss_v2
+
+
+# The LLM trainers' scales (issue 20) for K = 4 exits, l = 0..3, written out by hand: torchtune's
+# *_loss_scale functions with e_scale 1, and CALM's geometric series 1, 2, 4, 8; each sums to 1.
+LLM_SCALES_K4 = {
+    "tt_uniform": [1, 1, 1, 1],
+    "tt_linear_l": [1, 2, 3, 4],
+    "tt_sum_l": [1, 3, 6, 10],  # 1, 1+2, 1+2+3, 1+2+3+4
+    "tt_sqrt_l": [1, math.sqrt(2), math.sqrt(3), 2],
+    "tt_inv_l": [12, 6, 4, 3],  # 1, 1/2, 1/3, 1/4 times 12
+    "tt_inv_sqrt_l": [1, 1 / math.sqrt(2), 1 / math.sqrt(3), 1 / 2],
+    "calm_geometric": [1, 2, 4, 8],
+}
+
+
+@pytest.mark.parametrize("name", list(LLM_SCALES_K4))
+def test_llm_trainers_scales_match_their_formulas_normalised_to_one(name):
+    raw = LLM_SCALES_K4[name]
+    assert static_weights(name, 4).tolist() == pytest.approx([w / sum(raw) for w in raw], rel=1e-6)
+    assert static_weights(name, 1).tolist() == [1.0]
+
+
+def test_e_scale_multiplies_the_non_final_exits_before_normalising():
+    assert static_weights("tt_uniform", 4, e_scale=0.5).tolist() == pytest.approx([0.2, 0.2, 0.2, 0.4])
+    assert make_weighting("tt_linear_l", 4, e_scale=2.0).weights.tolist() == pytest.approx([2 / 16, 4 / 16, 6 / 16, 4 / 16])
+
+
+def test_e_scale_is_refused_where_the_source_has_none_or_where_it_is_not_positive():
+    with pytest.raises(ValueError, match="weighting 'calm_geometric' takes no option e_scale"):
+        make_weighting("calm_geometric", 4, e_scale=0.5)
+    with pytest.raises(ValueError, match="e_scale is an option of torchtune's scales"):
+        static_weights("const", 4, e_scale=0.5)
+    with pytest.raises(ValueError, match="e_scale must be a finite number > 0.*'opt'"):
+        static_weights("tt_uniform", 4, e_scale=0.0)
+
+
+def test_geometric_weights_of_many_exits_do_not_overflow():
+    w = static_weights("calm_geometric", 2000)
+    assert torch.isfinite(w).all() and w.sum().item() == pytest.approx(1.0) and w[-1].item() == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("name", list(LLM_SCALES_K4))
+def test_llm_scales_compare_at_matched_sums_and_their_labels_round_trip(name):
+    matched = make_weighting(name, 12, scale="matched").weights
+    assert matched.sum().item() == pytest.approx(12.0, rel=1e-6)
+    assert torch.allclose(matched / 12, static_weights(name, 12))
+    for scale in ("sum", "log2", "matched"):
+        assert split_label(weighting_label(name, scale)) == (name, scale)
+
+
+def test_torchtune_uniform_at_the_matched_sum_is_const_and_labels_name_the_source():
+    assert torch.allclose(make_weighting("tt_uniform", 7, scale="matched").weights, static_weights("const", 7))
+    assert label("tt_sum_l_log2") == "torchtune sum_l (sum log2 K)" and label("calm_geometric") == "CALM geometric"

@@ -16,7 +16,17 @@ Sources (see ../shared/reference/official_code.md):
   public branch (§1.3), including its re-normalisation after `final_extra`;
 * beyond the paper: AdaLoss's first-order variant (`--adaloss_order=1`,
   `anytime_network.py:643-649`, §1.5), which the paper names as future work, and uncertainty
-  weighting (Kendall, Gal and Cipolla, CVPR 2018) as a modern learned baseline.
+  weighting (Kendall, Gal and Cipolla, CVPR 2018) as a modern learned baseline;
+* the static exit-loss scales that early-exit language-model trainers ship (issue 20), named after
+  their source. torchtune's `early_exit_loss` (torchtune/modules/early_exit_loss.py, the
+  `*_loss_scale(layer_ids, n_layers, e_scale)` functions): with l the exit's 0-based index,
+  `tt_uniform` 1, `tt_linear_l` l+1, `tt_sum_l` 1+2+...+(l+1), `tt_sqrt_l` sqrt(l+1), `tt_inv_l`
+  1/(l+1), `tt_inv_sqrt_l` 1/sqrt(l+1), each multiplied by `e_scale` on every exit but the last,
+  then normalised to sum 1. torchtune's l is the layer index; it is the exit index here, the two
+  being equal when every layer has an exit, as in its recipe with all layers. CALM (Schuster et
+  al., NeurIPS 2022; t5x/contrib/calm/models.py, `aggregation_weights=-1`): `calm_geometric` 2^l,
+  normalised to sum 1. CALM's other two choices are already here: uniform is `tt_uniform` and its
+  arithmetic default 1, 2, ..., K is `tt_linear_l`, both at e_scale 1.
 
 Loss scale (`SCALES`). A weighted sum's step size on the shared layers grows with sum(w): CONST
 sums to K, the authors' CONST before their commit 13f62009 (2018-04-23) to log2 K, AdaLoss to
@@ -24,7 +34,8 @@ between gamma*K and K. So a gap between AdaLoss and CONST can be a learning-rate
 than balancing. `scale` controls it for every scheme: "sum" keeps the scheme's own weights,
 "log2" rescales them to sum log2(K) (the authors' earlier normalisation; 1 for K = 1), and
 "matched" rescales them to sum K, CONST's sum (for AdaLoss at every update, so only the balance
-between exits remains). A run's label is `weighting_label(name, scale)`, e.g. `const_log2`.
+between exits remains). A run's label is `weighting_label(name, scale)`, e.g. `const_log2`. The LLM
+trainers' scales sum to 1 at their own scale, so `tt_uniform_matched` is CONST exactly.
 """
 
 from __future__ import annotations
@@ -52,9 +63,12 @@ __all__ = [
     "SCALES",
 ]
 
-STATIC_SCHEMES = ("const", "linear", "half_end", "sieve", "opt")
+PAPER_STATIC_SCHEMES = ("const", "linear", "half_end", "sieve", "opt")
+LLM_SCHEMES = ("tt_uniform", "tt_linear_l", "tt_sum_l", "tt_sqrt_l", "tt_inv_l", "tt_inv_sqrt_l", "calm_geometric")
+TORCHTUNE_SCHEMES = LLM_SCHEMES[:-1]  # the ones that take e_scale
+STATIC_SCHEMES = PAPER_STATIC_SCHEMES + LLM_SCHEMES
 ADAPTIVE_SCHEMES = ("adaloss", "adaloss_grad", "uncertainty")
-WEIGHTINGS = STATIC_SCHEMES + ADAPTIVE_SCHEMES
+WEIGHTINGS = PAPER_STATIC_SCHEMES + ADAPTIVE_SCHEMES + LLM_SCHEMES  # the paper's names first
 SCALES = ("sum", "log2", "matched")  # see the module docstring
 
 
@@ -81,7 +95,10 @@ def split_label(label: str) -> tuple[str, str]:
 
 # The paper's names, for figures and tables only (files, paths and configs use the lower-case name).
 LABELS = {"const": "CONST", "linear": "LINEAR", "half_end": "HALF_END", "sieve": "SIEVE", "adaloss": "AdaLoss",
-          "adaloss_grad": "AdaLoss-grad", "uncertainty": "Uncertainty", "opt": "OPT"}
+          "adaloss_grad": "AdaLoss-grad", "uncertainty": "Uncertainty", "opt": "OPT",
+          "tt_uniform": "torchtune uniform", "tt_linear_l": "torchtune l", "tt_sum_l": "torchtune sum_l",
+          "tt_sqrt_l": "torchtune sqrt_l", "tt_inv_l": "torchtune inv_l", "tt_inv_sqrt_l": "torchtune inv_sqrt_l",
+          "calm_geometric": "CALM geometric"}
 SCALE_LABELS = {"log2": "sum log2 K", "matched": "sum K"}
 
 
@@ -138,13 +155,29 @@ def _sieve(num_exits: int) -> list[float]:
     return [x / w[-1] for x in w]
 
 
-def static_weights(name: str, num_exits: int, exit: int | None = None) -> Tensor:
-    """The authors' static weights for `num_exits` exits, as a float (K,) tensor.
+def _llm_scale(name: str, num_exits: int, e_scale: float) -> list[float]:
+    """torchtune's and CALM's exit-loss scales (module docstring), normalised to sum 1."""
+    depth = {"tt_uniform": lambda l: 1.0, "tt_linear_l": lambda l: l + 1.0,
+             "tt_sum_l": lambda l: (l + 1) * (l + 2) / 2, "tt_sqrt_l": lambda l: math.sqrt(l + 1),
+             "tt_inv_l": lambda l: 1.0 / (l + 1), "tt_inv_sqrt_l": lambda l: 1.0 / math.sqrt(l + 1),
+             "calm_geometric": lambda l: 2.0 ** (l - num_exits + 1)}[name]  # 2^l / 2^(K-1): no overflow
+    w = [depth(l) * (e_scale if l < num_exits - 1 else 1.0) for l in range(num_exits)]
+    return [x / sum(w) for x in w]
 
-    `exit` is the one-hot position for OPT (default: the final exit).
+
+def static_weights(name: str, num_exits: int, exit: int | None = None, e_scale: float = 1.0) -> Tensor:
+    """The static weights of scheme `name` (`STATIC_SCHEMES`) for `num_exits` exits, as a float (K,) tensor.
+
+    `exit` is the one-hot position for OPT (default: the final exit); `e_scale` multiplies the
+    non-final exits of torchtune's scales before they are normalised (torchtune's default 1).
     """
     if num_exits < 1:
         raise ValueError(f"num_exits must be >= 1, got {num_exits}")
+    if e_scale != 1.0 and name not in TORCHTUNE_SCHEMES:
+        raise ValueError(f"e_scale is an option of torchtune's scales ({', '.join(TORCHTUNE_SCHEMES)}), not of {name!r}")
+    if not (math.isfinite(e_scale) and e_scale > 0):
+        raise ValueError(f"e_scale must be a finite number > 0 (0 would train the last exit only: that is "
+                         f"weighting 'opt'), got {e_scale}")
     k = num_exits
     if name == "const":
         w = [1.0] * k
@@ -160,6 +193,8 @@ def static_weights(name: str, num_exits: int, exit: int | None = None) -> Tensor
             raise ValueError(f"OPT exit {exit} is out of range for {k} exits")
         w = [0.0] * k
         w[at] = 1.0
+    elif name in LLM_SCHEMES:
+        w = _llm_scale(name, k, e_scale)
     else:
         raise ValueError(f"unknown static weighting {name!r}; valid: {', '.join(STATIC_SCHEMES)}")
     return torch.tensor(w, dtype=torch.float32)
@@ -345,13 +380,13 @@ class UncertaintyWeighting(LossWeighting):
 def make_weighting(name: str, num_exits: int, scale: str = "sum", **opts: Any) -> LossWeighting:
     """Build a weighting by its name (`WEIGHTINGS`) at a loss scale (`SCALES`, default the scheme's own).
 
-    Options: `exit` for `opt`; `gamma`, `momentum`, `update_per`, `final_extra` for `adaloss` and
-    `adaloss_grad` (which also needs `params`). An option the scheme does not take is an error, and
+    Options: `exit` for `opt`; `e_scale` for torchtune's scales (`tt_*`); `gamma`, `momentum`,
+    `update_per`, `final_extra` for `adaloss` and `adaloss_grad` (which also needs `params`). An option the scheme does not take is an error, and
     so is a scale for `uncertainty`, whose weights are learned.
     """
     target_sum(scale, num_exits)  # an unknown scale fails here, whatever the scheme
     if name in STATIC_SCHEMES:
-        allowed = {"exit"} if name == "opt" else set()
+        allowed = {"exit"} if name == "opt" else {"e_scale"} if name in TORCHTUNE_SCHEMES else set()
         _check_opts(name, opts, allowed)
         return StaticWeighting(rescale(static_weights(name, num_exits, **opts), scale))
     if name == "adaloss":
