@@ -134,6 +134,22 @@ def test_runs_table_matches_each_run_to_its_own_pools_benchmark(tmp_path):
         ["eann_runs", "opt1", 1.5, 3.5], ["runs", "opt1", 1.5, 7.25]]
 
 
+def test_runs_table_shares_a_packs_seconds_equally_among_its_runs(tmp_path):
+    from adaloss.plan import packs_of
+
+    runs = [("adaloss", 0), ("adaloss", 1), ("const", 0), ("const", 1), ("opt", 0)]
+    paths = [_run_dir(tmp_path, w, s, [1.0], opt_exit=1 if w == "opt" else None) for w, s in runs]
+    assert [len(p) for p in packs_of(runs, 3)] == [3, 2]  # as the plan packs them with train.pack 3
+    benches = []
+    for i, seconds in enumerate((9.0, 4.0)):
+        benches.append(tmp_path / "bench" / "runs" / "toy" / "net" / f"pack{i}.tsv")
+        benches[-1].parent.mkdir(parents=True, exist_ok=True)
+        benches[-1].write_text(f"s\th:m:s\tmax_rss\n{seconds}\t0:00:09\t100\n")
+    table = tables.runs_table(paths, benches)
+    assert table[["weighting", "seed", "job_seconds"]].values.tolist() == [
+        ["adaloss", 0, 3.0], ["adaloss", 1, 3.0], ["const", 0, 3.0], ["const", 1, 2.0], ["opt1", 0, 2.0]]
+
+
 def test_a_scaled_weighting_is_labelled_with_its_scale(tmp_path):
     path = _run_dir(tmp_path, "const", 0, [1.0, 1.0])
     metrics = json.loads(path.read_text())

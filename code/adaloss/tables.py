@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from . import atomic
 from .flops import cost_fractions, opt_exits
+from .plan import split_evenly
 from .weighting import weighting_label
 
 __all__ = [
@@ -180,9 +181,10 @@ def _run_key(path: Path) -> tuple[str, str, str, str, int]:
 
 
 def _job_key(path: Path) -> tuple[str, str, str, str, int | None]:
-    """The runs a training job's benchmark file covers, from its layout: one run
-    (`{pool}/{dataset}/{model}/{weighting}/seed{seed}.tsv`), or every seed of it when seeds are packed
-    (`{pool}/{dataset}/{model}/{weighting}.tsv`, seed None)."""
+    """The runs a training job's benchmark file covers, from its layout (adaloss.plan.TrainJob): one run
+    (`{pool}/{dataset}/{model}/{weighting}/seed{seed}.tsv`), every seed of it when seeds are packed
+    (`{pool}/{dataset}/{model}/{weighting}.tsv`, seed None), or a pack of the model's runs
+    (`{pool}/{dataset}/{model}/pack{i}.tsv`, `pack{i}` in place of the weighting, seed None)."""
     if path.name.startswith("seed"):
         pool, dataset, model, weighting = path.parts[-5:-1]
         return pool, dataset, model, weighting, int(path.stem.removeprefix("seed"))
@@ -195,12 +197,30 @@ def _benchmark_seconds(paths: Iterable[str | Path]) -> dict[tuple[str, str, str,
     return {_job_key(Path(p)): float(pd.read_csv(p, sep="\t")["s"].iloc[0]) for p in paths}
 
 
+def _pack_seconds(frame: pd.DataFrame, job: Mapping[tuple[str, str, str, str, int | None], float]) -> pd.Series:
+    """Each run's equal share of the seconds of the pack that trained it (its runs train in lockstep,
+    so each costs the same). The packs of a (pool, dataset, model) are its runs in sorted order, split
+    evenly into as many packs as it has benchmark files (adaloss.plan.split_evenly, as the plan split
+    them), so `frame` must hold every run of a model that was packed, as the study's runs table does."""
+    packs: dict[tuple[str, str, str], int] = {}
+    for pool, dataset, model, name, _ in job:
+        if name.startswith("pack"):  # no weighting label does
+            packs[pool, dataset, model] = max(packs.get((pool, dataset, model), 0), int(name[4:]) + 1)
+    seconds = pd.Series(float("nan"), index=frame.index)
+    for key, runs in frame.groupby(["pool", "dataset", "model"]):
+        if key in packs:
+            order = list(runs.sort_values(["weighting", "seed"]).index)
+            for i, members in enumerate(split_evenly(order, packs[key])):
+                seconds[members] = job.get((*key, f"pack{i}", None), float("nan")) / len(members)
+    return seconds
+
+
 def runs_table(metrics_paths: Iterable[str | Path], benchmark_paths: Iterable[str | Path] = ()) -> pd.DataFrame:
     """One row per run: its pool (`runs`, or `eann_runs` for EANN members), scale (arch, options,
     epochs, batch) and what it cost: seconds in the training loop, seconds of the whole job
     (imports, data, evaluation; from the benchmark files, if given; a job that trained several seeds
-    is shared among them in proportion to their training seconds, so the column still sums to the
-    jobs' wall time), the device and precision."""
+    one after another is shared among them in proportion to their training seconds, a pack's equally
+    among its runs, so the column still sums to the jobs' wall time), the device and precision."""
     job = _benchmark_seconds(benchmark_paths)
     rows = []
     for path in map(Path, metrics_paths):
@@ -220,7 +240,7 @@ def runs_table(metrics_paths: Iterable[str | Path], benchmark_paths: Iterable[st
         keys = ["pool", "dataset", "model", "weighting"]
         packed = frame[keys].apply(lambda r: job.get((*r, None), float("nan")), axis=1)
         share = frame["train_seconds"] / frame.groupby(keys)["train_seconds"].transform("sum")
-        frame["job_seconds"] = frame["job_seconds"].fillna(packed * share)
+        frame["job_seconds"] = frame["job_seconds"].fillna(packed * share).fillna(_pack_seconds(frame, job))
     return _sorted(frame, ["pool", "dataset", "model", "weighting", "seed"])
 
 

@@ -14,8 +14,8 @@ rule budgeted:
         "logs/budgeted/{dataset}/{model}/{weighting}/seed{seed}.log",
     params:
         run=EANN_RUN,
-        budgets=" ".join(map(str, E7.get("budgets", []))),
-        device=lambda wildcards: train_options(wildcards.dataset)["device"],
+        budgets=" ".join(map(str, PLAN.e7.get("budgets", []))),
+        device=lambda wildcards: PLAN.train_options(wildcards.dataset)["device"],
     threads: config["resources"]["threads"]
     resources:
         mem_mb=config["resources"]["mem_mb"],
@@ -36,7 +36,7 @@ rule latency:
         "logs/latency/{dataset}/{model}.log",
     params:
         args=get_costs_args,
-        device=lambda wildcards: train_options(wildcards.dataset)["device"],
+        device=lambda wildcards: PLAN.train_options(wildcards.dataset)["device"],
     threads: config["resources"]["threads"]
     resources:
         mem_mb=config["resources"]["mem_mb"],

@@ -10,7 +10,7 @@ rule speed_bench:
     log:
         "logs/bench/study.log",
     params:
-        args=" ".join(_flag(k, v) for k, v in sorted(config["bench"].items())),
+        args=cli_flags(config["bench"]),
     threads: max(1, config["bench"]["threads"])
     shell:
         "{ADALOSS} bench {params.args} --out {output} > {log} 2>&1"
@@ -29,7 +29,7 @@ rule study_report:
     params:
         profile=config["profile"],
         configfiles=" ".join(map(str, workflow.configfiles)) or "(none)",
-        experiments=get_report_args(),
+        experiments=PLAN.report_args(),
     shell:
         "{ADALOSS} report --tables $(dirname {output.claims}) --figures {input.figures}"
         " --profile {params.profile} --configfiles {params.configfiles} --bench-dir $(dirname {input.bench})"

@@ -47,9 +47,9 @@ rule small_vs_large:
     log:
         "logs/tables/small_vs_large.log",
     params:
-        pairs=" ".join(f"{small}:{large}" for small, large in E3_PAIRS),
-        small=E3.get("small_weighting"),
-        large=E3.get("large_weighting"),
+        pairs=" ".join(f"{small}:{large}" for small, large in PLAN.e3_pairs),
+        small=PLAN.e3.get("small_weighting"),
+        large=PLAN.e3.get("large_weighting"),
     shell:
         "{ADALOSS} tables small-vs-large --anytime {input} --pairs {params.pairs}"
         " --small-weighting {params.small} --large-weighting {params.large} --out {output} > {log} 2>&1"
@@ -67,9 +67,9 @@ rule eann:
     log:
         "logs/tables/eann.log",
     params:
-        members=" ".join(E4.get("members", [])),
-        opt_model=E4.get("opt_model"),
-        tolerance=E4.get("tolerance"),
+        members=" ".join(PLAN.e4.get("members", [])),
+        opt_model=PLAN.e4.get("opt_model"),
+        tolerance=PLAN.e4.get("tolerance"),
     shell:
         "{ADALOSS} eann --exits {input.exits} --members {params.members}"
         " --anytime {input.anytime} --opt-model {params.opt_model} --tolerance {params.tolerance}"
