@@ -60,12 +60,14 @@ def _mistyped(values: Mapping[str, Any], types: Mapping[str, type | tuple[type, 
                  if not isinstance(values.get(k), kind) or isinstance(values.get(k), bool)), None)
 
 
-def load_checkpoint(path: str | Path, map_location: torch.device | str = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: str | Path, map_location: torch.device | str = "cpu",
+                    types: Mapping[str, type | tuple[type, ...]] = CHECKPOINT_TYPES) -> dict[str, Any]:
     """One of our checkpoints, read as data only (`torch.load(weights_only=True)`): tensors,
     numbers, strings and plain containers. A run directory may come from someone else, and
     unpickling arbitrary objects can execute code, so anything else is refused with
     `UnsafeCheckpointError`; a file torch cannot read, or a dict without our keys, is an
-    `InputError` naming the file."""
+    `InputError` naming the file. `types` are the keys and types the trainer that wrote it writes
+    (the image trainer's by default; lm_train.LM_CHECKPOINT_TYPES for the language model's)."""
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -79,9 +81,9 @@ def load_checkpoint(path: str | Path, map_location: torch.device | str = "cpu") 
                          _START_OVER) from exc
     if not isinstance(state, dict):
         raise InputError(path, f"holds a {type(state).__name__}, not an adaloss checkpoint", _START_OVER)
-    if missing := [k for k in CHECKPOINT_TYPES if k not in state]:
+    if missing := [k for k in types if k not in state]:
         raise InputError(path, f"is not an adaloss checkpoint (no {', '.join(missing)})", _START_OVER)
-    if key := _mistyped(state, CHECKPOINT_TYPES):
+    if key := _mistyped(state, types):
         raise InputError(path, f"is not an adaloss checkpoint ({key} is a {type(state[key]).__name__})", _START_OVER)
     return state
 

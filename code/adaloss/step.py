@@ -22,7 +22,9 @@ Optimizer = torch.optim.Optimizer | SGD  # what a training step updates the para
 
 class ExitLosses(nn.Module):
     """model + per-exit cross-entropy as one module, so `torch.compile` captures (and with
-    mode="reduce-overhead" CUDA-graphs) the whole forward, losses included."""
+    mode="reduce-overhead" CUDA-graphs) the whole forward, losses included. Each exit's loss is the
+    mean over every prediction: one per image (logits (B, classes)), or one per token of a language
+    model (logits (B, T, vocab), targets (B, T))."""
 
     def __init__(self, model: nn.Module, bf16: bool = False) -> None:
         super().__init__()
@@ -33,7 +35,7 @@ class ExitLosses(nn.Module):
         # (graphed.py) must not keep casts cached from its capture
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16, cache_enabled=False):
             logits = self.model(x, upto=upto)
-        return torch.stack([F.cross_entropy(z.float(), y) for z in logits])  # (K,)
+        return torch.stack([F.cross_entropy(z.float().flatten(0, -2), y.flatten()) for z in logits])  # (K,)
 
 
 def train_step(
