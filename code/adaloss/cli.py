@@ -201,6 +201,8 @@ _EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
                              "held-out split, test error at each target average cost (never retrains)"),
     "convergence": ("convergence", "is a training length long enough? OPT's final error at L epochs against 2L, "
                                    "over seeds, with a profile's settings"),
+    "train-lm": ("lm_train", "train the byte-level early-exit transformer language model with any weighting "
+                             "(resumes from its checkpoint; bits per byte per exit)"),
 }
 
 
