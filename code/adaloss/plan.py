@@ -120,14 +120,15 @@ class TrainJob:
 
     @property
     def rule(self) -> str:
-        """The Snakemake rule that runs it: the wildcard rules `train` and `train_eann_member`, or a
-        rule of its own per pack (named after the pack, so Slurm's job names say which)."""
+        """The Snakemake rule that runs it: the wildcard rule `train` or `train_eann_member`, or the
+        pack's own rule, named after the pack (a pack's outputs are no wildcard pattern)."""
         if self.packed:
             return f"train_pack_{self.pool}_{self.dataset}_{self.model}_{self.name.removeprefix('pack')}"
         return "train" if self.pool == "runs" else "train_eann_member"
 
     @property
     def log(self) -> str:
+        """`logs/{rule}/...` as the job's runs are laid out; a pack's `logs/train_pack/{pool}/...`."""
         folder = f"train_pack/{self.pool}" if self.packed else self.rule
         return f"logs/{folder}/{self.dataset}/{self.model}/{self.name}.log"
 
@@ -173,16 +174,30 @@ class Plan:
         self._count = costs or self._counted_flops
         self._flops: dict[tuple[str, str], list[int]] = {}
 
-        for name, key, given in (("e3", "small_vs_large", self.e3), ("e4", "eann", self.e4),
-                                 ("e7", "budgeted", self.e7)):
-            _check(name not in self.selected or given, f"experiment {name} is selected but `{key}` is not given")
         stray = sorted(set(config["dataset_compare"]) - set(config["datasets"]))
         if stray:
             print(f"config: ignoring dataset_compare entries {stray}, which are not in `datasets`", file=sys.stderr)
         self.dataset_compare = {d: config["dataset_compare"].get(d, config["compare"]) for d in config["datasets"]}
         # Every model some dataset compares: E4's reference and the ablation must be among them.
         self.compared = sorted({m for models in self.dataset_compare.values() for m in models})
-        e4, e7 = self.e4, self.e7
+        self.held_out_fraction: float | None = self.e4.get("val_fraction") or self.e7.get("val_fraction")
+        written = config.get("dataset_train", {}) if dataset_train is None else dataset_train
+        self._check_config(small, large, written)
+        stray = sorted(set(written) - set(config["datasets"]))
+        if stray:  # a profile that replaces `datasets` may keep another's overrides: they change nothing
+            print(f"config: ignoring dataset_train entries {stray}, which are not in `datasets`", file=sys.stderr)
+        self.dataset_train = {d: v for d, v in written.items() if d not in stray}
+        self.weightings = sorted({*config["weightings"], *(self.e3.get(k) for k in ("small_weighting",
+                                                                                     "large_weighting")),
+                                  *self.e4.get("weightings", []), *self.scale["weightings"],
+                                  *self.e7.get("weightings", [])} - {None})
+        self.experiments = [e for e in EXPERIMENTS if e.split("_")[0] in self.selected]
+
+    def _check_config(self, small: list[str], large: list[str], dataset_train: Mapping[str, Any]) -> None:
+        """The rules across keys that the schema cannot express; the first broken one is a ValueError."""
+        e3, e4, e7 = self.e3, self.e4, self.e7
+        for name, key, given in (("e3", "small_vs_large", e3), ("e4", "eann", e4), ("e7", "budgeted", e7)):
+            _check(name not in self.selected or given, f"experiment {name} is selected but `{key}` is not given")
         undefined = sorted({*self.compared, *(m for pair in self.e3_pairs for m in pair), *e4.get("members", []),
                             e4.get("opt_model"), *self.scale["models"], *e7.get("models", [])}
                            - set(self.models) - {None})
@@ -198,26 +213,15 @@ class Plan:
         _check(not (e4 and e7) or e4["val_fraction"] == e7["val_fraction"],
                f"eann.val_fraction {e4.get('val_fraction')} and budgeted.val_fraction {e7.get('val_fraction')} "
                "differ: their runs share one held-out pool (eann_runs/), so they must hold out the same share")
-        self.held_out_fraction: float | None = e4.get("val_fraction") or e7.get("val_fraction")
         _check(len(small) == len(large),
                f"small_vs_large.small and .large must list as many models: {small} vs {large}")
         _check(all(s in self.compared for s, _ in self.e3_pairs),
-               f"small_vs_large.small {self.e3.get('small')!r} must be compared models "
+               f"small_vs_large.small {e3.get('small')!r} must be compared models "
                "(their AdaLoss and CONST runs are E1's)")
-        _check("adaloss" in config["weightings"], "`weightings` must include adaloss (E1, E2, E5, E6)")
-        written = config.get("dataset_train", {}) if dataset_train is None else dataset_train
-        packed = sorted(d for d, options in written.items() if "pack" in options)
+        _check("adaloss" in self.config["weightings"], "`weightings` must include adaloss (E1, E2, E5, E6)")
+        packed = sorted(d for d, options in dataset_train.items() if "pack" in options)
         _check(not packed, f"dataset_train entries {packed} set `pack`, which is one setting of the whole study: "
                            "set it under `train`")
-        stray = sorted(set(written) - set(config["datasets"]))
-        if stray:  # a profile that replaces `datasets` may keep another's overrides: they change nothing
-            print(f"config: ignoring dataset_train entries {stray}, which are not in `datasets`", file=sys.stderr)
-        self.dataset_train = {d: v for d, v in written.items() if d not in stray}
-        self.weightings = sorted({*config["weightings"], *(self.e3.get(k) for k in ("small_weighting",
-                                                                                     "large_weighting")),
-                                  *e4.get("weightings", []), *self.scale["weightings"],
-                                  *e7.get("weightings", [])} - {None})
-        self.experiments = [e for e in EXPERIMENTS if e.split("_")[0] in self.selected]
 
     # -- what every run of a dataset trains with, and what its model costs
 
