@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import importlib
 import json
+import re
 import sys
 import typing
 from collections.abc import Callable, Sequence
@@ -91,18 +92,53 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
                                 default=argparse.SUPPRESS if required else default, help=help_text)
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def _parse_run(text: str) -> tuple[dict[str, Any], str, int]:
+    """`LABEL:SEED` of `--runs` -> (TrainConfig fields, label, seed): LABEL is a weighting label as paths
+    spell it (`adaloss`, `const_log2`) or `opt{k}`, OPT at exit k."""
+    from .weighting import split_label
+
+    label, sep, seed = text.rpartition(":")
+    if not sep or not seed.isdigit():
+        raise argparse.ArgumentTypeError(f"expected WEIGHTING:SEED (e.g. adaloss:0, opt4:1), got {text!r}")
+    if (opt := re.fullmatch(r"opt(\d+)", label)) is not None:
+        return {"weighting": "opt", "opt_exit": int(opt.group(1)), "scale": "sum"}, label, int(seed)
+    try:
+        name, scale = split_label(label)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return {"weighting": name, "scale": scale, "opt_exit": None}, label, int(seed)
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .train import TrainConfig, fit
+    from .pack import fit_runs
+    from .train import TrainConfig
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     values = {k: v for k, v in vars(args).items() if k in fields}
     values["arch_opts"] = dict(args.arch_opts)
-    seeds = getattr(args, "seeds", [values["seed"]])
-    if len(seeds) > 1 and "{seed}" not in values["out"]:
-        raise ValueError(f"--seeds {' '.join(map(str, seeds))} needs an --out holding {{seed}}, got {values['out']!r}")
-    # one run after another in this process: `import torch` and the data set's first read are paid once
-    for seed in seeds:
-        metrics = fit(TrainConfig(**{**values, "seed": seed, "out": values["out"].replace("{seed}", str(seed))}))
+    if runs := getattr(args, "runs", None):
+        if "{seed}" not in values["out"] or "{weighting}" not in values["out"]:
+            raise ValueError(f"--runs needs an --out holding {{weighting}} and {{seed}}, got {values['out']!r}")
+    else:
+        seeds = getattr(args, "seeds", [values["seed"]])
+        if len(seeds) > 1 and "{seed}" not in values["out"]:
+            raise ValueError(f"--seeds {' '.join(map(str, seeds))} needs an --out holding {{seed}}, got {values['out']!r}")
+        from .weighting import weighting_label
+
+        opt = values["weighting"] == "opt"
+        label = f"opt{values['opt_exit']}" if opt else weighting_label(values["weighting"], values["scale"])
+        runs = [({}, label, seed) for seed in seeds]
+    cfgs = [TrainConfig(**{**values, **fields_, "seed": seed,
+                           "out": values["out"].replace("{seed}", str(seed)).replace("{weighting}", label)})
+            for fields_, label, seed in runs]
+    # in this process: `import torch` and the data set's first read are paid once; with --pack, fused
+    for metrics in fit_runs(cfgs, args.pack):
         err = ", ".join(f"{e:.2f}" for e in metrics["final_test_error"])
         print(f"{metrics['run']}: test error per exit (%): {err}")
     return 0
@@ -163,6 +199,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    help="train these seeds one after another in this process instead of --seed (start-up paid "
                         "once); --out must hold {seed}, e.g. runs/x/seed{seed}; each run keeps its own directory, "
                         "checkpoint and resume")
+    p.add_argument("--runs", type=_parse_run, nargs="+", metavar="WEIGHTING:SEED", default=argparse.SUPPRESS,
+                   help="train these runs instead of --weighting/--seed: WEIGHTING is a weighting label as paths "
+                        "spell it (adaloss, const_log2) or opt{k} (OPT at exit k); --out must hold {weighting} and "
+                        "{seed}, e.g. runs/x/{weighting}/seed{seed}")
+    p.add_argument("--pack", type=_positive, default=1, metavar="N",
+                   help="train up to N of the runs at once as one fused model (adaloss.pack: same results up to "
+                        "rounding, each run keeps its own directory, checkpoint and resume); 1 = one after another")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("evaluate", help="re-evaluate a finished run from its checkpoint, without training")

@@ -49,7 +49,7 @@ from .weighting import SCALES, WEIGHTINGS, LossWeighting, make_weighting, weight
 
 __all__ = [
     "TrainConfig", "Run", "make_step", "NonFiniteLossError", "CheckpointMismatchError", "make_optimizer",
-    "fit", "lr_at", "evaluate_checkpoint",
+    "fit", "lr_at", "evaluate_checkpoint", "decayed",
 ]
 
 
@@ -180,13 +180,18 @@ def lr_at(cfg: TrainConfig, epoch: int) -> float:
     return cfg.lr * factor
 
 
+def decayed(module: nn.Module, name: str) -> bool:
+    """Whether `module`'s own parameter `name` gets weight decay: conv kernels and the exits' linear
+    layers (weight and bias), not BN, as the authors did."""
+    return isinstance(module, nn.Linear) or (isinstance(module, nn.Conv2d) and name == "weight")
+
+
 def _param_groups(model: nn.Module, weighting: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Decay conv kernels and the exits' linear layers (weight and bias), not BN, as the authors did."""
+    """One group of decayed parameters (`decayed`), one without, and the weighting's learned ones."""
     decay, no_decay = [], []
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
-            decayed = isinstance(module, nn.Linear) or (isinstance(module, nn.Conv2d) and name == "weight")
-            (decay if decayed else no_decay).append(p)
+            (decay if decayed(module, name) else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     learned = list(weighting.parameters())
     if learned:
@@ -237,6 +242,7 @@ class Run:
         self.log_rows: list[dict[str, Any]] = []
         self.weight_rows: list[dict[str, Any]] = []
         self.seconds = 0.0
+        self.pack_size = 1  # runs trained together with this one (adaloss.pack sets it), for metrics.json
 
     def _make_step(self) -> Callable[[Tensor, Tensor], Tensor]:
         if self.cfg.cuda_graph and not self.cuda:  # refused before any training, not at the first batch
@@ -313,33 +319,42 @@ class Run:
     # -- the hot loop --------------------------------------------------------------------------
     def train_one_epoch(self, bar: tqdm | None) -> Tensor:
         """One pass over the training set; returns the per-exit mean training loss (on device)."""
-        cfg, model = self.cfg, self.model
-        model.train()
-        lr = lr_at(cfg, self.epoch)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        loss_sum = torch.zeros(self.num_exits, device=self.device)
-        first_bad = torch.full((self.num_exits,), -1, dtype=torch.long, device=self.device)
-        steps = 0
+        self.start_epoch()
         for x, y in self.loader:
-            losses = self.step(x, y)
-            bad = ~torch.isfinite(losses)
-            first_bad = torch.where(bad & (first_bad < 0), steps, first_bad)
-            loss_sum += losses
-            steps += 1
-            if cfg.weighting in ("adaloss", "adaloss_grad") and self.weighting.calls % cfg.update_per == 0:
-                self._record_weights(step=self.weighting.calls)
+            self.after_step(self.step(x, y))
             if bar is not None:
                 bar.update(1)
-        self._check_finite(first_bad)
-        return loss_sum / max(steps, 1)
+        return self.epoch_losses()
 
-    def _record_weights(self, step: int) -> None:
+    def start_epoch(self) -> None:
+        """Train mode, this epoch's learning rate, and zeroed per-epoch tallies (kept on the device)."""
+        self.model.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(self.cfg, self.epoch)
+        self._loss_sum = torch.zeros(self.num_exits, device=self.device)
+        self._first_bad = torch.full((self.num_exits,), -1, dtype=torch.long, device=self.device)
+        self._steps = 0
+
+    def after_step(self, losses: Tensor) -> None:
+        """Tally one step's per-exit losses (K,) without a host sync, and log AdaLoss's weights when they change."""
+        bad = ~torch.isfinite(losses)
+        self._first_bad = torch.where(bad & (self._first_bad < 0), self._steps, self._first_bad)
+        self._loss_sum += losses
+        self._steps += 1
+        if self.cfg.weighting in ("adaloss", "adaloss_grad") and self.weighting.calls % self.cfg.update_per == 0:
+            self.record_weights(step=self.weighting.calls)
+
+    def epoch_losses(self) -> Tensor:
+        """The epoch's per-exit mean training loss; a NaN or inf met during the epoch is raised here."""
+        self.check_finite(self._first_bad)
+        return self._loss_sum / max(self._steps, 1)
+
+    def record_weights(self, step: int) -> None:
         w = self.weighting.weights.detach().float().cpu().tolist()
         for i, wi in enumerate(w):
             self.weight_rows.append({"step": step, "epoch": self.epoch + 1, "exit": i, "weight": wi})
 
-    def _check_finite(self, first_bad: Tensor) -> None:
+    def check_finite(self, first_bad: Tensor) -> None:
         bad = first_bad.cpu().tolist()
         for exit_, step in enumerate(bad):
             if step >= 0:
@@ -355,37 +370,47 @@ class Run:
                                    channels_last=self.cfg.channels_last, bf16=self.bf16)
         return top1_errors(probs, y), expected_calibration_error(probs, y)
 
+    def progress_bar(self, label: str, steps_per_epoch: int) -> tqdm:
+        """One bar over the whole training (a pack's runs share one), starting at the epoch resumed from."""
+        return tqdm(total=self.cfg.epochs * steps_per_epoch, initial=self.epoch * steps_per_epoch, desc=label,
+                    unit="step", disable=not self.cfg.progress, mininterval=1.0)
+
     def run(self) -> dict[str, Any]:
         """Train to `cfg.epochs` (resuming if a checkpoint exists), then write the run's outputs."""
         cfg = self.cfg
-        resumed = self.try_resume()
-        steps_per_epoch = len(self.loader)
-        bar = tqdm(
-            total=cfg.epochs * steps_per_epoch, initial=self.epoch * steps_per_epoch,
-            desc=cfg.run_label, unit="step", disable=not cfg.progress, mininterval=1.0,
-        )
-        if resumed:
+        if self.try_resume():
             print(f"resumed {cfg.run_label} after epoch {self.epoch}", file=sys.stderr)
+        bar = self.progress_bar(cfg.run_label, len(self.loader))
         while self.epoch < cfg.epochs:
             start = time.perf_counter()
-            train_loss = self.train_one_epoch(bar).cpu().tolist()
-            last = self.epoch + 1 == cfg.epochs
-            unevaluated = [float("nan")] * self.num_exits
-            errors, ece = self.evaluate() if last or (self.epoch + 1) % cfg.eval_every == 0 else (unevaluated, unevaluated)
-            self.seconds += time.perf_counter() - start
-            row: dict[str, Any] = {"epoch": self.epoch + 1, "lr": lr_at(cfg, self.epoch), "seconds": round(self.seconds, 3)}
-            weights = self.weighting.weights.detach().float().cpu().tolist()
-            for i in range(self.num_exits):
-                row[f"train_loss_e{i}"] = train_loss[i]
-                row[f"weight_e{i}"] = weights[i]
-                row[f"test_error_e{i}"] = errors[i]
-                row[f"test_ece_e{i}"] = ece[i]
-            self.log_rows.append(row)
-            self.epoch += 1
-            bar.set_postfix(loss=f"{train_loss[-1]:.3f}", err=f"{errors[-1]:.2f}%")
-            self.save_checkpoint()
+            train_loss = self.train_one_epoch(bar)
+            self.end_epoch(train_loss, time.perf_counter() - start, bar)
         bar.close()
         return self.write_outputs()
+
+    def end_epoch(self, train_loss: Tensor, train_seconds: float, bar: tqdm | None = None) -> None:
+        """What follows every epoch, alone or in a pack (`pack.train_packed_epoch`): the test evaluation
+        when due, the log row, the epoch count and the checkpoint. `train_seconds` is this run's
+        training time in the epoch (in a pack of P, its 1/P share of the pack's)."""
+        cfg = self.cfg
+        start = time.perf_counter()
+        losses = train_loss.cpu().tolist()
+        last = self.epoch + 1 == cfg.epochs
+        unevaluated = [float("nan")] * self.num_exits
+        errors, ece = self.evaluate() if last or (self.epoch + 1) % cfg.eval_every == 0 else (unevaluated, unevaluated)
+        self.seconds += train_seconds + time.perf_counter() - start
+        row: dict[str, Any] = {"epoch": self.epoch + 1, "lr": lr_at(cfg, self.epoch), "seconds": round(self.seconds, 3)}
+        weights = self.weighting.weights.detach().float().cpu().tolist()
+        for i in range(self.num_exits):
+            row[f"train_loss_e{i}"] = losses[i]
+            row[f"weight_e{i}"] = weights[i]
+            row[f"test_error_e{i}"] = errors[i]
+            row[f"test_ece_e{i}"] = ece[i]
+        self.log_rows.append(row)
+        self.epoch += 1
+        if bar is not None:
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", err=f"{errors[-1]:.2f}%")
+        self.save_checkpoint()
 
     def write_outputs(self, reevaluate: bool = False) -> dict[str, Any]:
         """exits.csv, log.csv, weights.csv and metrics.json of the trained model. The test errors and
@@ -415,6 +440,7 @@ class Run:
             "final_val_error": val,
             "final_weights": self.weighting.weights.detach().float().cpu().tolist(),
             "train_seconds": round(self.seconds, 3),
+            "pack_size": self.pack_size,
             "device": str(self.device),
             "bf16": self.bf16,
             "device_name": torch.cuda.get_device_name(self.device) if self.cuda else cpu_name(),
