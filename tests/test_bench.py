@@ -37,3 +37,11 @@ def test_bench_cuda_graph_without_a_gpu_is_a_clear_error(tmp_path, capsys):
     assert main(["bench", *TINY, "--cuda-graph", "--out", str(tmp_path)]) == 2
     assert "cuda_graph needs a CUDA device" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_bench_pack_times_the_fused_pack_against_one_run_of_the_same_trainer(tmp_path, capsys):
+    assert main(["bench", *TINY, "--pack", "3", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "cpu_pack3.json").read_text())
+    assert result["pack"] == 3 and result["solo_images_per_s"] > 0
+    assert result["pack_ratio"] == pytest.approx(result["pack_images_per_s"] / result["solo_images_per_s"], rel=1e-2)
+    assert "pack_ratio" in capsys.readouterr().out

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,7 +40,7 @@ from .step import ExitLosses
 from .train import make_optimizer, make_step
 from .weighting import AdaLoss
 
-__all__ = ["add_arguments", "run_cli", "benchmark", "matmul_gflops"]
+__all__ = ["add_arguments", "run_cli", "benchmark", "benchmark_pack", "matmul_gflops"]
 
 
 def _sync(device: torch.device) -> None:
@@ -189,6 +190,83 @@ def benchmark(
     }
 
 
+def benchmark_pack(
+    pack: int,
+    n: int = 5,
+    width: int = 16,
+    batch_size: int = 128,
+    steps: int = 50,
+    warmup: int = 5,
+    images: int = 4096,
+    image_size: int = 32,
+    channels: int = 3,
+    classes: int = 10,
+    device: str = "auto",
+    compile: bool = False,
+    compile_mode: str = "default",
+    cuda_graph: bool = False,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Images/s of `pack` AdaLoss runs of ResANN(n, width) trained as one fused model (adaloss.pack),
+    summed over the pack, against one run of the same trainer (`pack 1`: the solo step, CUDA-graphed
+    with `cuda_graph`) in the same process, on the same synthetic images. Both sides are the
+    trainer's own objects (`train.Run`, `pack.FusedRuns`), seeds 0..P-1 as a study's runs."""
+    from .data import ImageData
+    from .pack import FusedRuns
+    from .train import Run, TrainConfig
+
+    if pack < 1:
+        raise ValueError(f"--pack must be >= 1, got {pack}")
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (images, channels, image_size, image_size), dtype=torch.uint8, generator=g)
+    y = torch.randint(0, classes, (images,), generator=g)
+    data = ImageData("bench", x, y, x[:0], y[:0], x[:batch_size], y[:batch_size], classes, crop_pad=4, flip=True,
+                     mean=torch.full((channels,), 0.5), std=torch.full((channels,), 0.25))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        def run(i: int, graphed: bool) -> Run:
+            cfg = TrainConfig(dataset="bench", out=f"{tmp}/run{i}_{graphed}", arch_opts={"n": n, "width": width},
+                              batch_size=batch_size, seed=seed + i, device=device, compile=compile,
+                              compile_mode=compile_mode, cuda_graph=graphed, progress=False, epochs=1)
+            r = Run(cfg, data)
+            r.start_epoch()
+            return r
+
+        solo = run(0, cuda_graph)
+        batches = _cycle(solo.loader)
+        solo_s = _timed(steps, warmup, lambda: solo.step(*next(batches)), solo.device)
+        runs = [run(i, False) for i in range(pack)]
+        fused = FusedRuns(runs)
+        loaders = [_cycle(r.loader) for r in runs]
+
+        def packed_step() -> None:
+            xs, ys = zip(*(next(b) for b in loaders))
+            fused.step(torch.stack(xs), torch.stack(ys))
+
+        pack_s = _timed(steps, warmup, packed_step, solo.device)
+    solo_ips, pack_ips = steps * batch_size / solo_s, steps * batch_size * pack / pack_s
+    dev = solo.device
+    return {
+        "device": str(dev),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name(),
+        "cpu_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "model": f"resann(n={n}, width={width})",
+        "input": [channels, image_size, image_size],
+        "batch_size": batch_size,
+        "steps": steps,
+        "warmup": warmup,
+        "compile": compile_mode if compile else False,
+        "cuda_graph_solo": cuda_graph,
+        "bf16": solo.bf16,
+        "pack": pack,
+        "solo_images_per_s": round(solo_ips, 1),
+        "pack_images_per_s": round(pack_ips, 1),
+        "pack_ratio": round(pack_ips / solo_ips, 3),
+        "seconds_per_50k_epoch_per_run_packed": round(50000 * pack / pack_ips, 2),
+    }
+
+
 def _cycle(loader: Any) -> Any:
     while True:
         yield from loader
@@ -211,6 +289,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile-mode", default="default", help="torch.compile mode (default, reduce-overhead, ...)")
     p.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=False,
                    help="CUDA only: our whole step (optimizer included) as one CUDA graph (graphed.py)")
+    p.add_argument("--pack", type=int, default=0, metavar="P",
+                   help="instead: P runs trained as one fused model (adaloss.pack), images/s summed over the pack, "
+                        "against one run (--pack 1) in the same process; the plain loop is not run (default: off)")
     p.add_argument("--out", default=None,
                    help="JSON file for the numbers, or a folder for <device>[_compiled_<mode>][_graphed].json "
                         "(default: the folder results/bench)")
@@ -219,15 +300,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run_cli(args: argparse.Namespace) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    result = benchmark(n=args.n, width=args.width, batch_size=args.batch_size, steps=args.steps,
-                       warmup=args.warmup, images=args.images, image_size=args.image_size, channels=args.channels,
-                       device=args.device, workers=args.workers, compile=args.compile,
-                       compile_mode=args.compile_mode, cuda_graph=args.cuda_graph)
+    shared = dict(n=args.n, width=args.width, batch_size=args.batch_size, steps=args.steps, warmup=args.warmup,
+                  images=args.images, image_size=args.image_size, channels=args.channels, device=args.device,
+                  compile=args.compile, compile_mode=args.compile_mode, cuda_graph=args.cuda_graph)
+    if args.pack:
+        result = benchmark_pack(args.pack, **shared)
+    else:
+        result = benchmark(workers=args.workers, **shared)
     width = max(len(k) for k in result)
     for key, value in result.items():
         print(f"{key:<{width}}  {value}")
     name = ("cuda" if result["device"].startswith("cuda") else "cpu") + (f"_compiled_{args.compile_mode}" if args.compile else "")
-    name += "_graphed" if args.cuda_graph else ""
+    name += ("_graphed" if args.cuda_graph else "") + (f"_pack{args.pack}" if args.pack else "")
     out = Path(args.out) if args.out else Path("results/bench")
     atomic.write_json(out / f"{name}.json" if out.is_dir() or not args.out else out, result)
     return 0
