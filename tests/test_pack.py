@@ -18,7 +18,7 @@ import torch
 
 from adaloss import pack as packing
 from adaloss.data import load_dataset
-from adaloss.pack import check_packable, fit_pack, fit_runs, split_packs
+from adaloss.pack import check_packable, fit_pack, fit_runs
 from adaloss.train import TrainConfig, fit
 
 FAMILIES = {
@@ -159,15 +159,6 @@ def test_a_pack_refuses_runs_that_differ_in_shared_settings_naming_the_field(tmp
         check_packable([config(tmp_path, "a"), config(tmp_path, "a", seed=1)])
     with pytest.raises(ValueError, match="'adaloss_grad' cannot be packed"):
         check_packable([config(tmp_path, "a", weighting="adaloss_grad")])
-
-
-def test_packs_are_cut_into_near_equal_sizes_in_order():
-    assert [len(p) for p in split_packs(list(range(21)), 8)] == [7, 7, 7]
-    assert [len(p) for p in split_packs(list(range(10)), 4)] == [3, 3, 4]
-    assert split_packs([1, 2, 3], 1) == [[1], [2], [3]]
-    assert sum(split_packs(list(range(21)), 8), []) == list(range(21))
-    with pytest.raises(ValueError, match="pack size must be >= 1"):
-        split_packs([1], 0)
 
 
 def test_fit_runs_trains_an_unpackable_run_alone_beside_the_pack(tmp_path, digits, monkeypatch):

@@ -45,10 +45,11 @@ from torch.func import functional_call, stack_module_state, vmap
 from tqdm.auto import tqdm
 
 from .data import ImageData, load_dataset
+from .plan import packs_of
 from .train import NonFiniteLossError, Run, TrainConfig, decayed, lr_at, make_optimizer
 
 __all__ = ["PER_RUN_FIELDS", "UNPACKABLE", "check_packable", "FusedRuns", "train_packed_epoch", "fit_pack",
-           "fit_runs", "split_packs"]
+           "fit_runs"]
 
 # The TrainConfig fields in which the runs of one pack may differ; every other field is shared.
 PER_RUN_FIELDS = ("out", "weighting", "scale", "opt_exit", "seed", "gamma", "ada_momentum", "update_per",
@@ -74,15 +75,6 @@ def check_packable(cfgs: Sequence[TrainConfig]) -> None:
     outs = [cfg.out for cfg in cfgs]
     if len(set(outs)) != len(outs):
         raise ValueError(f"two runs of a pack write to the same directory: {sorted(o for o in outs if outs.count(o) > 1)[0]}")
-
-
-def split_packs(items: Sequence[Any], size: int) -> list[list[Any]]:
-    """`items` in order, cut into ceil(n / size) packs of near-equal size (21 by 8: 7, 7, 7), so no
-    pack is a small remainder that wastes a job."""
-    if size < 1:
-        raise ValueError(f"pack size must be >= 1, got {size}")
-    count = -(-len(items) // size)
-    return [list(items[i * len(items) // count:(i + 1) * len(items) // count]) for i in range(count)]
 
 
 def _used_names(run: Run) -> tuple[set[str], set[str]]:
@@ -282,11 +274,11 @@ def fit_pack(cfgs: Sequence[TrainConfig], data: ImageData | None = None) -> list
 
 
 def fit_runs(cfgs: Sequence[TrainConfig], pack: int = 1) -> list[dict[str, Any]]:
-    """Train every run of `cfgs` in this process: in packs of up to `pack` (`split_packs`), or one
+    """Train every run of `cfgs` in this process: in balanced packs of up to `pack` (`plan.packs_of`), or one
     after another when `pack` is 1; runs that cannot be packed (`UNPACKABLE`) train alone, last."""
     from .train import fit
 
     packable = [c for c in cfgs if c.weighting not in UNPACKABLE] if pack > 1 else []
     alone = [c for c in cfgs if c not in packable]
-    metrics = [m for group in split_packs(packable, pack) for m in fit_pack(group)] if packable else []
+    metrics = [m for group in packs_of(packable, pack) for m in fit_pack(group)] if packable else []
     return metrics + [fit(c) for c in alone]
