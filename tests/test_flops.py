@@ -212,3 +212,39 @@ def test_paper_denseann_costs_match_a_hand_count() -> None:
     first_params = stem + 9 * g * 864 + 2 * 864 + 12 * 256 + 10
     first_madds = (stem + 9 * g * 864) * pixels[0] + 10 * 256
     assert (costs[0].params, costs[0].flops) == (first_params, 2 * first_madds)
+
+
+def _throughput_rows():
+    """Two network sizes measured in packs of 1 and 8, as scripts/gpu_pack_check.sh writes them."""
+    return [{"device_name": "GPU", "model": m, "forward_flops": f, "pack": p, "images_per_s": 0.0, "train_tflops": t}
+            for m, f, p, t in (("small", 1e8, 1, 10.0), ("small", 1e8, 8, 40.0),
+                               ("large", 1e10, 1, 100.0), ("large", 1e10, 8, 200.0))]
+
+
+def test_packed_tflops_takes_the_largest_measured_pack_not_above_the_planned_one():
+    from adaloss.flops import packed_tflops
+
+    rows = _throughput_rows()
+    assert packed_tflops(1e8, 21, rows) == 40.0  # packs of 21 unmeasured: 8's throughput, not more
+    assert packed_tflops(1e8, 4, rows) == 10.0   # packs of 4 would not reach 8's
+    assert packed_tflops(1e8, 8, []) is None
+
+
+def test_packed_tflops_interpolates_in_log_flops_and_holds_images_per_s_below_the_smallest():
+    from adaloss.flops import packed_tflops
+
+    rows = _throughput_rows()
+    assert packed_tflops(1e9, 8, rows) == pytest.approx(120.0)  # halfway in log FLOPs, not at 5.05e9
+    assert packed_tflops(1e7, 8, rows) == pytest.approx(4.0)    # a 10x smaller launch-bound net: 10x fewer TFLOP/s
+    assert packed_tflops(1e12, 8, rows) == 200.0
+
+
+def test_a_throughput_table_without_its_columns_is_refused_naming_them(tmp_path):
+    from adaloss.errors import InputError
+    from adaloss.flops import read_pack_throughput
+
+    assert read_pack_throughput(tmp_path / "absent.csv") == []
+    bad = tmp_path / "t.csv"
+    bad.write_text("model,pack\nx,1\n")
+    with pytest.raises(InputError, match="missing device_name, forward_flops, images_per_s, train_tflops"):
+        read_pack_throughput(bad)

@@ -222,3 +222,20 @@ def test_a_dry_run_with_pack_4_lists_pack_jobs_and_no_train_jobs(tmp_path):
     assert counts == dict.fromkeys(packs, "1")  # no `train` or `train_eann_member` job
     assert "--runs adaloss:0 adaloss:1 adaloss_matched:0 adaloss_matched:1 --pack 4 --dataset digits" in result.stdout
     assert "42 trainings (8 of them holding out a validation split" in result.stderr
+
+
+def test_packed_gpu_hours_use_the_measured_pack_throughput_and_the_whole_network_for_opt():
+    from adaloss.flops import training_gpu_hours
+
+    config = {"profile": "toy", "datasets": ["cifar10"], "seeds": [0], "experiments": ["e1"],
+              "models": {"resann": {"arch": "resann", "n": 1}}, "compare": ["resann"], "weightings": ["adaloss"],
+              "train": {"epochs": 2, "train_subset": 10000, "pack": 8}}
+    rows = [{"device_name": "NVIDIA H200", "model": "resann", "forward_flops": 4e9, "pack": 8, "images_per_s": 1.0,
+             "train_tflops": 50.0}]
+    plan = make_plan(base=config, costs=lambda d, m: [1e9, 2e9, 3e9, 4e9])
+    plan.throughput = rows
+    # five runs in one pack, each computing the whole 4 GFLOP network, at the 50 TFLOP/s measured for it
+    assert plan.estimated_gpu_hours() == pytest.approx(training_gpu_hours(5 * 4e9, 10000, 2, tflops=50.0))
+    assert "measured per network size in packs of 8 on NVIDIA H200" in plan.summary()
+    plan.throughput = []
+    assert "not measured on a GPU yet (scripts/gpu_pack_check.sh)" in plan.summary()

@@ -23,6 +23,7 @@ floor(f (K - 1)), which put the "1/4" column of a 9-exit ResANN at 35-37 % of th
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import hashlib
 import json
@@ -35,9 +36,11 @@ from typing import Any
 import torch
 
 from . import atomic
+from .errors import InputError
 from .models.base import AnytimeNet
 
-__all__ = ["ExitCost", "exit_costs", "cached_exit_costs", "opt_exits", "cost_fractions", "COSTS_CACHE"]
+__all__ = ["ExitCost", "exit_costs", "cached_exit_costs", "opt_exits", "cost_fractions", "COSTS_CACHE",
+           "training_gpu_hours", "read_pack_throughput", "packed_tflops", "PACK_THROUGHPUT"]
 
 
 @dataclass(frozen=True)
@@ -203,6 +206,53 @@ def cost_fractions(costs: Sequence[float], exits: Sequence[int]) -> list[float]:
 # forward+backward FLOPs. Small networks are launch-bound, so larger ones reach more: an estimate
 # from it errs on the high side.
 MEASURED_TRAIN_TFLOPS = 14.48
+
+
+# Where scripts/gpu_pack_check.sh writes the packed throughput it measures on a GPU, one row per
+# (model, pack size); the dry run's estimate uses it when it exists (`packed_tflops`).
+PACK_THROUGHPUT = "docs/measurements/gpu_pack_throughput.csv"
+PACK_THROUGHPUT_COLUMNS = ("device_name", "model", "forward_flops", "pack", "images_per_s", "train_tflops")
+
+
+def read_pack_throughput(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a packed-throughput table (`PACK_THROUGHPUT`); none when the file does not exist
+    (no GPU has measured it yet). A table without the expected columns is refused, naming them."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    missing = [c for c in PACK_THROUGHPUT_COLUMNS if rows and c not in rows[0]]
+    if missing or not rows:
+        raise InputError(path, f"is not a packed-throughput table (missing {', '.join(missing) or 'rows'})",
+                         "rerun scripts/gpu_pack_check.sh or delete the file")
+    return [{"device_name": r["device_name"], "model": r["model"], "forward_flops": float(r["forward_flops"]),
+             "pack": int(r["pack"]), "images_per_s": float(r["images_per_s"]), "train_tflops": float(r["train_tflops"])}
+            for r in rows]
+
+
+def packed_tflops(forward_flops: float, pack: int, rows: Sequence[dict[str, Any]]) -> float | None:
+    """Training TFLOP/s (3 x forward FLOPs x images/s, summed over a pack) expected for a network of
+    `forward_flops` per image trained in packs of `pack`, from measured `rows`; None without rows.
+
+    Conservative on purpose: the largest measured pack size not above `pack`; between two measured
+    network sizes, interpolated in log FLOPs; below the smallest, images/s held at the smallest's
+    (a smaller network is launch-bound: it is not trained faster in images/s); above the largest,
+    its TFLOP/s (a larger network reaches at least as much)."""
+    sizes = sorted({r["pack"] for r in rows if r["pack"] <= pack})
+    if not sizes:
+        return None
+    points = sorted((r["forward_flops"], r["train_tflops"]) for r in rows if r["pack"] == sizes[-1])
+    (f0, t0), (f1, t1) = points[0], points[-1]
+    if forward_flops <= f0:
+        return t0 * forward_flops / f0
+    if forward_flops >= f1:
+        return t1
+    for (fa, ta), (fb, tb) in zip(points, points[1:]):
+        if fa <= forward_flops <= fb:
+            w = (math.log(forward_flops) - math.log(fa)) / (math.log(fb) - math.log(fa)) if fb > fa else 0.0
+            return ta + w * (tb - ta)
+    raise AssertionError("unreachable: forward_flops lies within the measured range")
 
 
 def training_gpu_hours(forward_flops: int, images: int, epochs: int,

@@ -154,8 +154,10 @@ class Plan:
     """
 
     def __init__(self, config: Mapping[str, Any], dataset_train: Mapping[str, Any] | None = None,
-                 costs: ExitFlops | None = None) -> None:
+                 costs: ExitFlops | None = None, throughput: Sequence[Mapping[str, Any]] = ()) -> None:
         self.config = config
+        # packed training throughput measured on a GPU (adaloss.flops.read_pack_throughput), if any
+        self.throughput = list(throughput)
         self.models: Mapping[str, dict[str, Any]] = config["models"]
         self.seeds: list[int] = config["seeds"]
         self.selected: list[str] = config["experiments"]  # a profile may run only some (laptop, GPU-quick)
@@ -389,9 +391,11 @@ class Plan:
     # -- the dry run's summary
 
     def estimated_gpu_hours(self) -> float:
-        """GPU-hours of every training of the study at the throughput we measured (adaloss.flops)."""
+        """GPU-hours of every training of the study at measured throughput (adaloss.flops): the packed
+        throughput measured per network size when `throughput` has it, else the one measurement of
+        ResANN(5, 16). In a pack every run computes the whole network, OPT networks too."""
         from .data import train_size
-        from .flops import training_gpu_hours
+        from .flops import packed_tflops, training_gpu_hours
 
         hours = 0.0
         for pool in POOLS:
@@ -399,10 +403,23 @@ class Plan:
                 opts = self.train_options(d, pool)
                 costs = self.exit_flops(d, m)
                 k = _opt_exit(w)
+                flops = costs[-1 if k is None or self.pack > 1 else k]
                 images = train_size(d, opts["data_root"])
                 images = int(min(images, opts["train_subset"] or images) * (1 - opts["val_fraction"]))
-                hours += training_gpu_hours(costs[-1 if k is None else k], images, opts["epochs"])
+                measured = packed_tflops(flops, self.pack, self.throughput)
+                hours += training_gpu_hours(flops, images, opts["epochs"], *([measured] if measured else []))
         return hours
+
+    def throughput_source(self) -> str:
+        """Which measurement the GPU-hour estimate rests on, in words."""
+        sizes = sorted({r["pack"] for r in self.throughput if r["pack"] <= self.pack})
+        if not sizes:
+            return ("the training throughput measured for compiled, CUDA-graphed ResANN(5, 16) on an H100 "
+                    "(docs/speed.md); packed throughput per network size is not measured on a GPU yet "
+                    "(scripts/gpu_pack_check.sh)")
+        device = sorted({r["device_name"] for r in self.throughput})
+        return (f"the packed throughput measured per network size in packs of {sizes[-1]} on {', '.join(device)} "
+                f"(docs/measurements/gpu_pack_throughput.csv; train.pack {self.pack})")
 
     def model_plan(self) -> str:
         """One line per (dataset, model) trained: its exits and the exits its OPT networks sit at, with
@@ -427,7 +444,6 @@ class Plan:
             "models (dataset/model: exits, cost of the whole network; OPT exits and their share of the cost):\n"
             f"{self.model_plan()}\n"
             f"{len(self.study_runs) + held_out} trainings ({held_out} of them holding out a validation split: "
-            f"EANN members, E7); about {self.estimated_gpu_hours():.1f} GPU-hours at the training throughput "
-            "measured for compiled, CUDA-graphed ResANN(5, 16) on an H100 (docs/speed.md)"
+            f"EANN members, E7); about {self.estimated_gpu_hours():.1f} GPU-hours at {self.throughput_source()}"
         )
 

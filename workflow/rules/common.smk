@@ -10,6 +10,7 @@ import jsonschema
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from adaloss.flops import PACK_THROUGHPUT, read_pack_throughput
 from adaloss.plan import PYTHON, Plan, cli_flags, run_dir
 
 # The overrides as written: validation fills every `train` default into them too.
@@ -23,7 +24,9 @@ except WorkflowError as error:  # one line naming the key, instead of the whole 
     where = ".".join(map(str, cause.absolute_path)) or "the top level"
     raise WorkflowError(f"invalid config at {where}: {cause.message}") from None
 
-PLAN = Plan(config, dataset_train=DATASET_TRAIN)  # the runs, jobs and commands: adaloss.plan
+# the runs, jobs and commands (adaloss.plan); GPU-hours at the packed throughput a GPU measured, if any
+PLAN = Plan(config, dataset_train=DATASET_TRAIN,
+            throughput=read_pack_throughput(f"{workflow.basedir}/{PACK_THROUGHPUT}"))
 ADALOSS = f"{PYTHON} -m adaloss"
 TABLES = "results/tables"
 NOTEBOOKS = f"{workflow.basedir}/workflow/notebooks"
