@@ -45,3 +45,17 @@ def test_bench_pack_times_the_fused_pack_against_one_run_of_the_same_trainer(tmp
     assert result["pack"] == 3 and result["solo_images_per_s"] > 0
     assert result["pack_ratio"] == pytest.approx(result["pack_images_per_s"] / result["solo_images_per_s"], rel=1e-2)
     assert "pack_ratio" in capsys.readouterr().out
+
+
+def test_bench_pack_rows_feed_the_throughput_table_the_gpu_hour_estimate_reads(tmp_path):
+    from adaloss.flops import packed_tflops, read_pack_throughput
+
+    table = tmp_path / "throughput.csv"
+    for pack in ("1", "2", "2"):  # measuring a pack again replaces its row
+        assert main(["bench", *TINY, "--pack", pack, "--out", str(tmp_path), "--throughput-table", str(table)]) == 0
+    rows = read_pack_throughput(table)
+    assert [r["pack"] for r in rows] == [1, 2]
+    two = rows[1]
+    assert two["train_tflops"] == pytest.approx(3 * two["forward_flops"] * two["images_per_s"] / 1e12, rel=1e-3)
+    assert packed_tflops(two["forward_flops"], 8, rows) == two["train_tflops"]
+    assert main(["bench", *TINY, "--throughput-table", str(table)]) == 2  # only a packed result belongs there

@@ -33,6 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from . import atomic
 from .augment import DeviceLoader, ReferenceDataset, reference_transform
+from .flops import PACK_THROUGHPUT_COLUMNS, exit_costs, read_pack_throughput
 from .models import build_model
 from .provenance import cpu_name
 from .device import autocast_bf16, resolve_device
@@ -40,7 +41,7 @@ from .step import ExitLosses
 from .train import make_optimizer, make_step
 from .weighting import AdaLoss
 
-__all__ = ["add_arguments", "run_cli", "benchmark", "benchmark_pack", "matmul_gflops"]
+__all__ = ["add_arguments", "run_cli", "benchmark", "benchmark_pack", "append_throughput", "matmul_gflops"]
 
 
 def _sync(device: torch.device) -> None:
@@ -246,6 +247,7 @@ def benchmark_pack(
         pack_s = _timed(steps, warmup, packed_step, solo.device)
     solo_ips, pack_ips = steps * batch_size / solo_s, steps * batch_size * pack / pack_s
     dev = solo.device
+    forward_flops = exit_costs(runs[0].model.cpu())[-1].flops
     return {
         "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name(),
@@ -264,7 +266,22 @@ def benchmark_pack(
         "pack_images_per_s": round(pack_ips, 1),
         "pack_ratio": round(pack_ips / solo_ips, 3),
         "seconds_per_50k_epoch_per_run_packed": round(50000 * pack / pack_ips, 2),
+        "forward_flops": forward_flops,
+        # training FLOP/s as the GPU-hour estimate counts them (flops.training_gpu_hours: 3 x forward)
+        "train_tflops": float(f"{3 * forward_flops * pack_ips / 1e12:.6g}"),
     }
+
+
+def append_throughput(result: dict[str, Any], path: str | Path) -> None:
+    """Add one `bench --pack` result as a row of the packed-throughput table (flops.PACK_THROUGHPUT),
+    which the dry run's GPU-hour estimate reads; a row of the same device, model and pack is replaced."""
+    path = Path(path)
+    rows = [r for r in read_pack_throughput(path)
+            if (r["device_name"], r["model"], r["pack"]) != (result["device_name"], result["model"], result["pack"])]
+    rows.append({"device_name": result["device_name"], "model": result["model"], "forward_flops": result["forward_flops"],
+                 "pack": result["pack"], "images_per_s": result["pack_images_per_s"],
+                 "train_tflops": result["train_tflops"]})
+    atomic.write_rows(path, sorted(rows, key=lambda r: (r["model"], r["pack"])), list(PACK_THROUGHPUT_COLUMNS))
 
 
 def _cycle(loader: Any) -> Any:
@@ -292,6 +309,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pack", type=int, default=0, metavar="P",
                    help="instead: P runs trained as one fused model (adaloss.pack), images/s summed over the pack, "
                         "against one run (--pack 1) in the same process; the plain loop is not run (default: off)")
+    p.add_argument("--throughput-table", default=None, metavar="CSV",
+                   help="with --pack: also add the result to this packed-throughput table (e.g. "
+                        "docs/measurements/gpu_pack_throughput.csv, which the dry run's GPU-hour estimate reads)")
     p.add_argument("--out", default=None,
                    help="JSON file for the numbers, or a folder for <device>[_compiled_<mode>][_graphed].json "
                         "(default: the folder results/bench)")
@@ -303,6 +323,8 @@ def run_cli(args: argparse.Namespace) -> int:
     shared = dict(n=args.n, width=args.width, batch_size=args.batch_size, steps=args.steps, warmup=args.warmup,
                   images=args.images, image_size=args.image_size, channels=args.channels, device=args.device,
                   compile=args.compile, compile_mode=args.compile_mode, cuda_graph=args.cuda_graph)
+    if args.throughput_table and not args.pack:
+        raise ValueError("--throughput-table records packed throughput: give --pack P too")
     if args.pack:
         result = benchmark_pack(args.pack, **shared)
     else:
@@ -314,4 +336,6 @@ def run_cli(args: argparse.Namespace) -> int:
     name += ("_graphed" if args.cuda_graph else "") + (f"_pack{args.pack}" if args.pack else "")
     out = Path(args.out) if args.out else Path("results/bench")
     atomic.write_json(out / f"{name}.json" if out.is_dir() or not args.out else out, result)
+    if args.throughput_table:
+        append_throughput(result, args.throughput_table)
     return 0
