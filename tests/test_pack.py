@@ -182,3 +182,14 @@ def test_train_command_packs_runs_named_weighting_colon_seed(tmp_path):
         assert '"pack_size": 3' in metrics
     bad = subprocess.run([*cmd[:-4], "--runs", "adaloss"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "expected WEIGHTING:SEED" in bad.stderr
+
+
+def test_a_compiled_pack_compiles_its_fused_loss_once_not_at_every_epoch(tmp_path, digits, monkeypatch):
+    """Each epoch restacks the runs; the compiled loss must survive that, or every epoch recompiles
+    (and after 8 recompilations torch falls back to eager)."""
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda fn, mode: compiled.append(mode) or fn)
+    fit_pack([config(tmp_path, f"r{i}", compile=True, compile_mode="reduce-overhead", **m)
+              for i, m in enumerate(MEMBERS[:2])], digits)
+    assert compiled == ["reduce-overhead"]
+    assert '"compile": true' in (tmp_path / "r0" / "metrics.json").read_text()  # the config as asked

@@ -48,7 +48,7 @@ from .data import ImageData, load_dataset
 from .plan import packs_of
 from .train import NonFiniteLossError, Run, TrainConfig, decayed, lr_at, make_optimizer
 
-__all__ = ["PER_RUN_FIELDS", "UNPACKABLE", "check_packable", "FusedRuns", "train_packed_epoch", "fit_pack",
+__all__ = ["PER_RUN_FIELDS", "UNPACKABLE", "check_packable", "packed_loss", "FusedRuns", "train_packed_epoch", "fit_pack",
            "fit_runs"]
 
 # The TrainConfig fields in which the runs of one pack may differ; every other field is shared.
@@ -95,20 +95,41 @@ def _used_names(run: Run) -> tuple[set[str], set[str]]:
     return params, buffers
 
 
+PackedLoss = Callable[[dict[str, Tensor], dict[str, Tensor], Tensor, Tensor], Tensor]
+
+
+def packed_loss(model: nn.Module, bf16: bool, compile: bool = False, compile_mode: str = "default") -> PackedLoss:
+    """(params, buffers, x (P, B, ...), y (P, B)) -> every run's per-exit losses (P, K), vmapped over the
+    runs of a pack of `model`'s architecture. Built once per pack and kept across epochs, so a
+    compiled one is compiled once, not at every epoch's restacking."""
+    template = copy.deepcopy(model).to("meta").train()  # structure only: functional_call supplies every tensor
+    device_type = next(model.parameters()).device.type
+
+    def one(params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
+        logits = functional_call(template, (params, buffers), (x,))
+        return torch.stack([F.cross_entropy(z.float(), y) for z in logits])
+
+    fused = vmap(one)
+
+    def losses(params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16, cache_enabled=False):
+            return fused(params, buffers, x, y)
+
+    return torch.compile(losses, mode=compile_mode) if compile else losses
+
+
 class FusedRuns:
     """The P runs' state stacked into one fused model for a stretch of training (an epoch), then written
     back into each `Run`. Stacking per epoch lets a pack change members (stragglers after a resume)
     and keeps checkpoints, evaluation and outputs the solo trainer's own."""
 
-    def __init__(self, runs: Sequence[Run]) -> None:
+    def __init__(self, runs: Sequence[Run], loss_fn: PackedLoss | None = None) -> None:
         self.runs = list(runs)
         models = [r.model for r in self.runs]
         base = models[0]
         params, buffers = stack_module_state(models)
         self.params = {n: p.detach().requires_grad_() for n, p in params.items()}
         self.buffers = buffers
-        self.template = copy.deepcopy(base).to("meta")  # structure only: functional_call supplies every tensor
-        self.template.train()
         cfg = self.runs[0].cfg
         # masks (P, 1, ...) for parameters a run alone would not update (an OPT run's later layers, a
         # branch no exit reads): no gradient and no weight decay there, as SGD skips them alone
@@ -131,7 +152,7 @@ class FusedRuns:
             param_groups.append({"params": learned, "weight_decay": 0.0})
         self.optimizer = make_optimizer(param_groups, lr_at(cfg, self.runs[0].epoch), cfg.momentum, self.runs[0].device)
         self._stack_momentum(learned)
-        self.loss_fn = self._make_loss_fn()
+        self.loss_fn = loss_fn or packed_loss(base, self.runs[0].bf16)
 
     def _stack_momentum(self, learned: list[Tensor]) -> None:
         """Each run's momentum buffers, stacked (zeros where a run has none yet: 0.9 * 0 + g = g, as a
@@ -146,24 +167,6 @@ class FusedRuns:
             for p in r.weighting.parameters():
                 if p in r.optimizer.state:
                     self.optimizer.state[p] = r.optimizer.state[p]
-
-    def _make_loss_fn(self) -> Callable[[dict[str, Tensor], dict[str, Tensor], Tensor, Tensor], Tensor]:
-        """(params, buffers, x (P, B, ...), y (P, B)) -> per-run per-exit losses (P, K), vmapped over runs."""
-        template, bf16 = self.template, self.runs[0].bf16
-        device_type = self.runs[0].device.type
-
-        def one(params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
-            logits = functional_call(template, (params, buffers), (x,))
-            return torch.stack([F.cross_entropy(z.float(), y) for z in logits])
-
-        fused = vmap(one)
-
-        def losses(params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
-            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16, cache_enabled=False):
-                return fused(params, buffers, x, y)
-
-        cfg = self.runs[0].cfg
-        return torch.compile(losses, mode=cfg.compile_mode) if cfg.compile else losses
 
     def step(self, x: Tensor, y: Tensor) -> Tensor:
         """One SGD step of every run on its own batch (x (P, B, C, H, W), y (P, B)); returns the
@@ -199,14 +202,14 @@ class FusedRuns:
                     r.optimizer.state[p] = self.optimizer.state[p]
 
 
-def train_packed_epoch(runs: Sequence[Run], bar: tqdm | None = None) -> None:
+def train_packed_epoch(runs: Sequence[Run], bar: tqdm | None = None, loss_fn: PackedLoss | None = None) -> None:
     """One epoch of `runs` (all at the same epoch) as one fused model, then each run's own end of
     epoch (evaluation when due, log row, checkpoint). A run whose loss became non-finite is raised
     after the others' epoch is saved."""
     start = time.perf_counter()
     for r in runs:
         r.start_epoch()
-    fused = FusedRuns(runs)
+    fused = FusedRuns(runs, loss_fn)
     for batches in zip(*(r.loader for r in runs)):
         x = torch.stack([b[0] for b in batches])
         y = torch.stack([b[1] for b in batches])
@@ -262,9 +265,10 @@ def fit_pack(cfgs: Sequence[TrainConfig], data: ImageData | None = None) -> list
     label = f"{cfgs[0].dataset}/{cfgs[0].model_name}: pack of {len(runs)}"
     bar = tqdm(total=sum(r.cfg.epochs - r.epoch for r in runs) * steps // len(runs), desc=label, unit="step",
                disable=not cfgs[0].progress, mininterval=1.0)
+    loss_fn = packed_loss(runs[0].model, runs[0].bf16, cfgs[0].compile, cfgs[0].compile_mode)
     while todo := [r for r in runs if r.epoch < r.cfg.epochs]:
         behind = min(r.epoch for r in todo)
-        train_packed_epoch([r for r in todo if r.epoch == behind], bar)
+        train_packed_epoch([r for r in todo if r.epoch == behind], bar, loss_fn)
     bar.close()
     metrics = []
     for r in runs:
