@@ -175,11 +175,13 @@ class FusedRuns:
         total = sum(r.weighting(losses[i, : r.num_exits]) for i, r in enumerate(self.runs))
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
-        with torch.no_grad():
-            for n, mask in self.masks.items():
-                p = self.params[n]
-                if p.grad is not None:  # the solo update's decay term, only where the run uses the tensor
-                    p.grad = (p.grad.add(p, alpha=self.decay[n]) if self.decay[n] else p.grad).mul_(mask)
+        with torch.no_grad():  # the solo update's decay term, only where the run uses the tensor
+            masked = [n for n in self.masks if self.params[n].grad is not None]
+            for wd in {self.decay[n] for n in masked} - {0.0}:  # one foreach op per decay value, not per tensor
+                same = [n for n in masked if self.decay[n] == wd]
+                torch._foreach_add_([self.params[n].grad for n in same], [self.params[n] for n in same], alpha=wd)
+            if masked:
+                torch._foreach_mul_([self.params[n].grad for n in masked], [self.masks[n] for n in masked])
         self.optimizer.step()
         return losses.detach()
 
