@@ -23,6 +23,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ from .step import ExitLosses
 from .train import make_optimizer, make_step
 from .weighting import AdaLoss
 
-__all__ = ["add_arguments", "run_cli", "benchmark", "benchmark_pack", "append_throughput", "matmul_gflops"]
+__all__ = ["add_arguments", "run_cli", "BenchSetting", "benchmark", "benchmark_pack", "append_throughput", "matmul_gflops"]
 
 
 def _sync(device: torch.device) -> None:
@@ -84,30 +85,59 @@ def _timed(steps: int, warmup: int, step: Callable[[], None], device: torch.devi
     return time.perf_counter() - start
 
 
-def benchmark(
-    n: int = 5,
-    width: int = 16,
-    batch_size: int = 128,
-    steps: int = 50,
-    warmup: int = 5,
-    images: int = 4096,
-    image_size: int = 32,
-    channels: int = 3,
-    classes: int = 10,
-    device: str = "auto",
-    workers: int = -1,
-    compile: bool = False,
-    compile_mode: str = "default",
-    cuda_graph: bool = False,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Run both loops and return the measurements (see the module docstring)."""
-    dev = resolve_device(device)
+@dataclass(frozen=True)
+class BenchSetting:
+    """What both benchmarks share: the ResANN, the synthetic data, the steps and the step's switches."""
+
+    n: int = 5
+    width: int = 16
+    batch_size: int = 128
+    steps: int = 50
+    warmup: int = 5
+    images: int = 4096
+    image_size: int = 32
+    channels: int = 3
+    classes: int = 10
+    device: str = "auto"
+    compile: bool = False
+    compile_mode: str = "default"
+    cuda_graph: bool = False
+    seed: int = 0
+
+    def images_and_labels(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Seeded uint8 images (N, C, H, W) and labels (N,): the same for every side of a benchmark."""
+        g = torch.Generator().manual_seed(self.seed)
+        shape = (self.images, self.channels, self.image_size, self.image_size)
+        return (torch.randint(0, 256, shape, dtype=torch.uint8, generator=g),
+                torch.randint(0, self.classes, (self.images,), generator=g))
+
+    def header(self, dev: torch.device) -> dict[str, Any]:
+        """The lines every result starts with: where and what was measured."""
+        return {
+            "device": str(dev),
+            "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name(),
+            "cpu_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "model": f"resann(n={self.n}, width={self.width})",
+            "input": [self.channels, self.image_size, self.image_size],
+            "batch_size": self.batch_size,
+            "steps": self.steps,
+            "warmup": self.warmup,
+            "compile": self.compile_mode if self.compile else False,
+        }
+
+
+def benchmark(workers: int = -1, **setting: Any) -> dict[str, Any]:
+    """Run both loops and return the measurements (see the module docstring); `setting`: the fields of
+    `BenchSetting`."""
+    bs = BenchSetting(**setting)
+    n, width, batch_size, steps, warmup = bs.n, bs.width, bs.batch_size, bs.steps, bs.warmup
+    channels, image_size, classes, seed = bs.channels, bs.image_size, bs.classes, bs.seed
+    compile, compile_mode, cuda_graph = bs.compile, bs.compile_mode, bs.cuda_graph
+    dev = resolve_device(bs.device)
     cuda = dev.type == "cuda"
     workers = (min(8, os.cpu_count() or 1) if cuda else 0) if workers < 0 else workers
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, 256, (images, channels, image_size, image_size), dtype=torch.uint8, generator=g)
-    y = torch.randint(0, classes, (images,), generator=g)
+    x, y = bs.images_and_labels()
     mean, std = torch.full((channels,), 0.5), torch.full((channels,), 0.25)
 
     torch.manual_seed(seed)
@@ -164,17 +194,8 @@ def benchmark(
     peak = matmul_gflops(dev, torch.bfloat16 if bf16 else torch.float32)
     achieved = ours_ips * flops_per_image / 1e9
     return {
-        "device": str(dev),
-        "device_name": torch.cuda.get_device_name(dev) if cuda else cpu_name(),
-        "cpu_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "model": f"resann(n={n}, width={width})",
-        "input": [channels, image_size, image_size],
-        "batch_size": batch_size,
-        "steps": steps,
-        "warmup": warmup,
+        **bs.header(dev),
         "dataloader_workers": workers,
-        "compile": compile_mode if compile else False,
         "cuda_graph": cuda_graph,
         "bf16": bf16,
         "ours_images_per_s": round(ours_ips, 1),
@@ -191,53 +212,38 @@ def benchmark(
     }
 
 
-def benchmark_pack(
-    pack: int,
-    n: int = 5,
-    width: int = 16,
-    batch_size: int = 128,
-    steps: int = 50,
-    warmup: int = 5,
-    images: int = 4096,
-    image_size: int = 32,
-    channels: int = 3,
-    classes: int = 10,
-    device: str = "auto",
-    compile: bool = False,
-    compile_mode: str = "default",
-    cuda_graph: bool = False,
-    seed: int = 0,
-) -> dict[str, Any]:
+def benchmark_pack(pack: int, **setting: Any) -> dict[str, Any]:
     """Images/s of `pack` AdaLoss runs of ResANN(n, width) trained as one fused model (adaloss.pack),
     summed over the pack, against one run of the same trainer (`pack 1`: the solo step, CUDA-graphed
     with `cuda_graph`) in the same process, on the same synthetic images. Both sides are the
-    trainer's own objects (`train.Run`, `pack.FusedRuns`), seeds 0..P-1 as a study's runs."""
+    trainer's own objects (`train.Run`, `pack.FusedRuns`), seeds 0..P-1 as a study's runs. `setting`:
+    the fields of `BenchSetting`."""
     from .data import ImageData
-    from .pack import FusedRuns
+    from .pack import FusedRuns, packed_loss
     from .train import Run, TrainConfig
 
     if pack < 1:
         raise ValueError(f"--pack must be >= 1, got {pack}")
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, 256, (images, channels, image_size, image_size), dtype=torch.uint8, generator=g)
-    y = torch.randint(0, classes, (images,), generator=g)
-    data = ImageData("bench", x, y, x[:0], y[:0], x[:batch_size], y[:batch_size], classes, crop_pad=4, flip=True,
-                     mean=torch.full((channels,), 0.5), std=torch.full((channels,), 0.25))
+    bs = BenchSetting(**setting)
+    steps, warmup, batch_size = bs.steps, bs.warmup, bs.batch_size
+    x, y = bs.images_and_labels()
+    data = ImageData("bench", x, y, x[:0], y[:0], x[:batch_size], y[:batch_size], bs.classes, crop_pad=4, flip=True,
+                     mean=torch.full((bs.channels,), 0.5), std=torch.full((bs.channels,), 0.25))
 
     with tempfile.TemporaryDirectory() as tmp:
         def run(i: int, graphed: bool) -> Run:
-            cfg = TrainConfig(dataset="bench", out=f"{tmp}/run{i}_{graphed}", arch_opts={"n": n, "width": width},
-                              batch_size=batch_size, seed=seed + i, device=device, compile=compile,
-                              compile_mode=compile_mode, cuda_graph=graphed, progress=False, epochs=1)
+            cfg = TrainConfig(dataset="bench", out=f"{tmp}/run{i}_{graphed}", arch_opts={"n": bs.n, "width": bs.width},
+                              batch_size=batch_size, seed=bs.seed + i, device=bs.device, compile=bs.compile,
+                              compile_mode=bs.compile_mode, cuda_graph=graphed, progress=False, epochs=1)
             r = Run(cfg, data)
             r.start_epoch()
             return r
 
-        solo = run(0, cuda_graph)
+        solo = run(0, bs.cuda_graph)
         batches = _cycle(solo.loader)
         solo_s = _timed(steps, warmup, lambda: solo.step(*next(batches)), solo.device)
         runs = [run(i, False) for i in range(pack)]
-        fused = FusedRuns(runs)
+        fused = FusedRuns(runs, packed_loss(runs[0].model, runs[0].bf16, bs.compile, bs.compile_mode))
         loaders = [_cycle(r.loader) for r in runs]
 
         def packed_step() -> None:
@@ -249,17 +255,8 @@ def benchmark_pack(
     dev = solo.device
     forward_flops = exit_costs(runs[0].model.cpu())[-1].flops
     return {
-        "device": str(dev),
-        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name(),
-        "cpu_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "model": f"resann(n={n}, width={width})",
-        "input": [channels, image_size, image_size],
-        "batch_size": batch_size,
-        "steps": steps,
-        "warmup": warmup,
-        "compile": compile_mode if compile else False,
-        "cuda_graph_solo": cuda_graph,
+        **bs.header(dev),
+        "cuda_graph_solo": bs.cuda_graph,
         "bf16": solo.bf16,
         "pack": pack,
         "solo_images_per_s": round(solo_ips, 1),

@@ -244,7 +244,7 @@ def packed_tflops(forward_flops: float, pack: int, rows: Sequence[dict[str, Any]
         return None
     points = sorted((r["forward_flops"], r["train_tflops"]) for r in rows if r["pack"] == sizes[-1])
     (f0, t0), (f1, t1) = points[0], points[-1]
-    if forward_flops <= f0:
+    if forward_flops < f0:
         return t0 * forward_flops / f0
     if forward_flops >= f1:
         return t1
