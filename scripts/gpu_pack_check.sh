@@ -5,7 +5,7 @@
 #  2. `bench --pack P` for P in 1, 4, 8, 21 at ResANN(5, 16) and ResANN(9, 64), eager, then compiled
 #     at the study's setting (ResANN(5, 16)); each is against one run of the same trainer in the same
 #     process (compiled and whole-step CUDA-graphed: the best solo step), and each row is added to
-#     $OUT/gpu_pack_throughput_{eager,compiled}.csv, the table the dry run's GPU-hour estimate reads
+#     $OUT/gpu_pack_throughput_{eager,compiled,reduce_overhead}.csv, the table the dry run's GPU-hour estimate reads
 #     from docs/measurements/gpu_pack_throughput.csv (copy the one matching the profile's `compile`);
 #  3. the GPU-quick profile's first pack end to end: its 21 runs of ResANN(5, 16) (3 weightings and 4
 #     OPT networks x 3 seeds) on synthetic data in CIFAR-10's format (50,000 + 10,000 images), as the
@@ -54,6 +54,8 @@ for width_n in "16 5" "64 9"; do
   for p in 1 4 8 21; do bench eager --width "$1" --n "$2" --pack "$p" --cuda-graph; done
 done
 for p in 8 21; do bench compiled --width 16 --n 5 --pack "$p" --compile --cuda-graph; done
+# the pack's forward+backward CUDA-graphed by torch.compile (the solo side then without its own whole-step graph)
+bench reduce_overhead --width 16 --n 5 --pack 21 --compile --compile-mode reduce-overhead
 echo "elapsed after benches: $((SECONDS - START)) s"
 
 echo "== 3. GPU-quick's first pack: 21 runs of ResANN(5, 16), 2 epochs, synthetic CIFAR-10-format data"
