@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 SMOKE = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
 # Exits of the smoke profile's models in these tests (resann's are not its real 3, so it gets 4 OPT networks)
-EXITS = {"resann": 8, "denseann": 3, "msdnet": 3, "resann_large": 6}
+EXITS = {"resann": 8, "denseann": 3, "msdnet": 3, "resann_large": 6, "transformer": 2}
 
 
 def fake_flops(dataset: str, model: str) -> list[int]:
@@ -219,6 +219,7 @@ def test_a_dry_run_with_pack_4_lists_pack_jobs_and_no_train_jobs(tmp_path):
     packs = {f"train_pack_runs_digits_{m}_{i}" for m, n in (("resann", 4), ("denseann", 3), ("msdnet", 2),
                                                              ("resann_large", 1)) for i in range(n)}
     packs |= {"train_pack_eann_runs_digits_resann_0", "train_pack_eann_runs_digits_resann_large_0"}
+    assert counts.pop("train_lm") == "10"  # E8's runs (3 weightings and 2 OPT networks, 2 seeds): one job each
     assert counts == dict.fromkeys(packs, "1")  # no `train` or `train_eann_member` job
     assert "--runs adaloss:0 adaloss:1 adaloss_matched:0 adaloss_matched:1 --pack 4 --dataset digits" in result.stdout
     assert "42 trainings (8 of them holding out a validation split" in result.stderr
@@ -239,3 +240,67 @@ def test_packed_gpu_hours_use_the_measured_pack_throughput_and_the_whole_network
     assert "measured per network size in packs of 8 on NVIDIA H200" in plan.summary()
     plan.throughput = []
     assert "not measured on a GPU yet (scripts/gpu_pack_check.sh)" in plan.summary()
+
+
+# -- E8: the language-model runs -------------------------------------------------------------------
+
+LM_ONLY = {"profile": "lm", "seeds": [0, 1, 2], "experiments": ["e8"],
+           "lm": {"models": {"transformer": {"layers": 2, "width": 16, "heads": 2, "context": 16}},
+                  "weightings": ["tt_uniform", "tt_inv_l", "adaloss_matched", "adaloss"], "e_scale": 0.5,
+                  "train": {"steps": 7}}}
+
+
+def test_e8_trains_every_weighting_and_an_opt_network_at_each_budget_point_per_seed_in_its_own_pool():
+    plan = make_plan()
+    assert plan.opt_exits("stdlib", "transformer") == [0, 1]  # 2 exits: 0 is nearest 1/4 and 1/2 (and 3/4, a tie)
+    assert set(plan.runs("lm_runs")) == {("stdlib", "transformer", w, s) for w in
+                                         ("tt_uniform", "tt_linear_l", "adaloss", "opt0", "opt1") for s in (0, 1)}
+    assert len(plan.lm_jobs) == 10 and not {job.pool for job in plan.jobs} & {"lm_runs"}  # never in an image pack
+    job = plan.lm_job("transformer", "opt1", 0)
+    assert (job.rule, job.log, job.benchmark) == ("train_lm", "logs/train_lm/stdlib/transformer/opt1/seed0.log",
+                                                  "results/benchmarks/lm_runs/stdlib/transformer/opt1/seed0.tsv")
+    assert job.files("exits.csv") == ["results/lm_runs/stdlib/transformer/opt1/seed0/exits.csv"]
+    assert plan.run_files("metrics.json", "lm_runs")[0] == "results/lm_runs/stdlib/transformer/adaloss/seed0/metrics.json"
+    assert "stdlib/transformer: 2 exits" in plan.lm_summary() and "10 language-model trainings (E8)" in plan.lm_summary()
+
+
+def test_an_e8_command_carries_the_model_spec_the_weighting_the_seed_and_lm_train():
+    plan = make_plan(base=LM_ONLY)
+    command = plan.lm_train_command(plan.lm_job("transformer", "tt_inv_l", 2), threads=1)
+    assert command.startswith(f"{PYTHON} -m adaloss train-lm --out results/lm_runs/stdlib/transformer/tt_inv_l/seed2 "
+                              "--corpus stdlib --model-name transformer --seed 2 --weighting tt_inv_l --scale sum "
+                              "--e-scale 0.5 --ada-momentum 0.9 ")
+    words = shlex.split(command)
+    for flag, value in (("--layers", "2"), ("--width", "16"), ("--heads", "2"), ("--context", "16"), ("--steps", "7"),
+                        ("--batch-size", "32"), ("--threads", "1")):
+        assert words[words.index(flag) + 1] == value, flag
+    assert "--shared-head" in words and command.endswith(" --no-progress --restart-on-change")
+    opt = plan.lm_train_command(plan.lm_job("transformer", "opt1", 0), threads=1)
+    matched = plan.lm_train_command(plan.lm_job("transformer", "adaloss_matched", 0), threads=1)
+    assert "--weighting opt --opt-exit 1 " in opt and "--weighting adaloss --scale matched " in matched
+    assert "--e-scale" not in opt + matched  # torchtune's option only: train-lm refuses it elsewhere
+
+
+def test_a_profile_of_e8_alone_names_no_image_data_and_trains_no_image_run():
+    plan = make_plan(base=LM_ONLY)
+    assert not plan.image_study and not plan.study_runs and not plan.eann_runs and not plan.jobs
+    assert len(plan.lm_runs) == 3 * (4 + 2) and plan.experiments == ["e8_lm"]
+    assert plan.report_args() == "--no-image-study --lm"
+    assert make_plan().report_args() == "--small-vs-large --lm --opt-model resann --eann-tolerance 0.1"
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda c: c.pop("lm"), "experiment e8 is selected but `lm` is not given"),
+    (lambda c: c["lm"].update(weightings=["tt_linear_l", "adaloss"]), "lm.weightings must include ['tt_uniform']"),
+    (lambda c: c["lm"]["models"].update(resann={"layers": 1, "width": 8, "heads": 2, "context": 8}),
+     "lm.models ['resann'] are also image models under `models`"),
+])
+def test_an_e8_config_that_cannot_be_planned_is_named(edit, message):
+    with pytest.raises(ValueError, match=re.escape(f"config: {message}")):
+        make_plan(edit)
+
+
+def test_an_image_experiment_without_image_data_is_named():
+    with pytest.raises(ValueError, match=re.escape("config: datasets, models, compare, weightings must be given "
+                                                   "when an image experiment (e1-e7) is selected")):
+        make_plan(lambda c: c.update(experiments=["e1", "e8"]), base=LM_ONLY)

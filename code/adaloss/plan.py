@@ -8,6 +8,9 @@ models, weightings, seeds and experiments. `Plan` turns it into
   which E4's EANN chooses and E7 fits its exit thresholds (one pool, so a run both need trains once);
 * OPT networks at the exits whose anytime cost is nearest 1/4, 1/2, 3/4 and 1 of the total
   (docs/fidelity.md, D2), labelled `opt{k}`;
+* E8's language-model runs (corpus, model, weighting, seed; beyond the paper, issue 20) in a pool of
+  their own, `lm_runs`: each weighting of `lm.weightings` and OPT networks at the same budget points
+  of the transformer's FLOPs per token, one `python -m adaloss train-lm` job per run;
 * training jobs: one run, every seed of a run (`resources.pack_seeds`), or a pack of up to
   `train.pack` runs of one pool, dataset and model, trained in lockstep in one process;
 * each job's `python -m adaloss train` command, the dry run's summary and GPU-hour estimate.
@@ -28,8 +31,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, TypeVar
 
-__all__ = ["PYTHON", "POOLS", "EXPERIMENTS", "Run", "ExitFlops", "TrainJob", "Plan", "run_dir", "cli_flags",
-           "split_evenly", "packs_of"]
+__all__ = ["PYTHON", "POOLS", "LM_POOL", "EXPERIMENTS", "Run", "ExitFlops", "TrainJob", "Plan", "run_dir",
+           "cli_flags", "split_evenly", "packs_of"]
 
 # Commands run with the interpreter that runs Snakemake (a venv or conda env need not be on PATH;
 # under Slurm, jobs start Snakemake with that same interpreter).
@@ -37,7 +40,11 @@ PYTHON = shlex.quote(sys.executable)
 POOLS = ("runs", "eann_runs")  # the whole training set; a held-out validation split (EANN members, E7)
 # One notebook per experiment, in the paper's order; a profile runs those whose e<k> it selects.
 EXPERIMENTS = ("e1_anytime", "e2_relative_to_opt", "e3_small_vs_large", "e4_eann", "e5_weights_vs_difficulty",
-               "e6_weight_trajectories", "e7_budgeted")
+               "e6_weight_trajectories", "e7_budgeted", "e8_lm")
+LM_POOL = "lm_runs"  # E8's language-model runs (python -m adaloss train-lm), apart from the image pools
+# What a profile that selects only e8 (config/lm.yaml) trains of the image study: nothing, so it need
+# not name datasets or models; any it names are unused.
+NO_IMAGES: dict[str, Any] = {"datasets": [], "models": {}, "compare": [], "weightings": []}
 
 Run = tuple[str, str, str, int]  # (dataset, model, weighting label, seed)
 ExitFlops = Callable[[str, str], Sequence[int]]  # (dataset, model) -> anytime FLOPs of each exit, cheapest first
@@ -124,7 +131,7 @@ class TrainJob:
         pack's own rule, named after the pack (a pack's outputs are no wildcard pattern)."""
         if self.packed:
             return f"train_pack_{self.pool}_{self.dataset}_{self.model}_{self.name.removeprefix('pack')}"
-        return "train" if self.pool == "runs" else "train_eann_member"
+        return {"runs": "train", "eann_runs": "train_eann_member", LM_POOL: "train_lm"}[self.pool]
 
     @property
     def log(self) -> str:
@@ -155,6 +162,11 @@ class Plan:
 
     def __init__(self, config: Mapping[str, Any], dataset_train: Mapping[str, Any] | None = None,
                  costs: ExitFlops | None = None, throughput: Sequence[Mapping[str, Any]] = ()) -> None:
+        self.image_study = any(e != "e8" for e in config["experiments"])  # False: E8 alone (config/lm.yaml)
+        absent = [k for k in NO_IMAGES if k not in config]
+        _check(not (self.image_study and absent), f"{', '.join(absent)} must be given when an image experiment "
+                                                  "(e1-e7) is selected")
+        config = config if self.image_study else {**config, **NO_IMAGES}
         self.config = config
         # packed training throughput measured on a GPU (adaloss.flops.read_pack_throughput), if any
         self.throughput = list(throughput)
@@ -168,6 +180,8 @@ class Plan:
         self.e3_pairs = list(zip(small, large))
         self.e4: dict[str, Any] = config.get("eann", {}) if "e4" in self.selected else {}
         self.e7: dict[str, Any] = config.get("budgeted", {}) if "e7" in self.selected else {}
+        self.lm: dict[str, Any] = config.get("lm", {}) if "e8" in self.selected else {}
+        self.lm_models: dict[str, dict[str, Any]] = self.lm.get("models", {})
         self.scale: dict[str, list[str]] = config["loss_scale"]
         self.pack: int = config["train"]["pack"]
         # resources.pack_seeds: one job trains every seed of a (dataset, model, weighting) one after
@@ -185,6 +199,7 @@ class Plan:
         self.held_out_fraction: float | None = self.e4.get("val_fraction") or self.e7.get("val_fraction")
         written = config.get("dataset_train", {}) if dataset_train is None else dataset_train
         self._check_config(small, large, written)
+        self._check_lm()
         stray = sorted(set(written) - set(config["datasets"]))
         if stray:  # a profile that replaces `datasets` may keep another's overrides: they change nothing
             print(f"config: ignoring dataset_train entries {stray}, which are not in `datasets`", file=sys.stderr)
@@ -198,7 +213,8 @@ class Plan:
     def _check_config(self, small: list[str], large: list[str], dataset_train: Mapping[str, Any]) -> None:
         """The rules across keys that the schema cannot express; the first broken one is a ValueError."""
         e3, e4, e7 = self.e3, self.e4, self.e7
-        for name, key, given in (("e3", "small_vs_large", e3), ("e4", "eann", e4), ("e7", "budgeted", e7)):
+        for name, key, given in (("e3", "small_vs_large", e3), ("e4", "eann", e4), ("e7", "budgeted", e7),
+                                 ("e8", "lm", self.lm)):
             _check(name not in self.selected or given, f"experiment {name} is selected but `{key}` is not given")
         undefined = sorted({*self.compared, *(m for pair in self.e3_pairs for m in pair), *e4.get("members", []),
                             e4.get("opt_model"), *self.scale["models"], *e7.get("models", [])}
@@ -220,10 +236,23 @@ class Plan:
         _check(all(s in self.compared for s, _ in self.e3_pairs),
                f"small_vs_large.small {e3.get('small')!r} must be compared models "
                "(their AdaLoss and CONST runs are E1's)")
-        _check("adaloss" in self.config["weightings"], "`weightings` must include adaloss (E1, E2, E5, E6)")
+        _check(not self.image_study or "adaloss" in self.config["weightings"],
+               "`weightings` must include adaloss (E1, E2, E5, E6)")
         packed = sorted(d for d, options in dataset_train.items() if "pack" in options)
         _check(not packed, f"dataset_train entries {packed} set `pack`, which is one setting of the whole study: "
                            "set it under `train`")
+
+    def _check_lm(self) -> None:
+        """E8's rules across keys: its models apart from the image ones (both are labelled by name
+        in runs.csv and the flop cache of this plan), and the two weightings its claims compare."""
+        lm = self.lm
+        if not lm:
+            return
+        shared = sorted(set(self.lm_models) & set(self.models))
+        _check(not shared, f"lm.models {shared} are also image models under `models`: give them other names")
+        missing = sorted({"adaloss", "tt_uniform"} - set(lm["weightings"]))
+        _check(not missing, f"lm.weightings must include {missing}: E8's claims compare AdaLoss with "
+                            "torchtune's uniform scale")
 
     # -- what every run of a dataset trains with, and what its model costs
 
@@ -238,7 +267,9 @@ class Plan:
     def _counted_flops(self, dataset: str, model: str) -> list[int]:
         """The anytime FLOPs of each exit of `model` on `dataset`, counted once and cached in
         {data_root}/.adaloss_cache/costs/ (every Slurm job rebuilds the DAG, and every training job
-        of the model reads them from there)."""
+        of the model reads them from there); of E8's transformers, per token (`_token_flops`)."""
+        if model in self.lm_models:
+            return self._token_flops(model)
         import torch
 
         from .data import dataset_info
@@ -251,6 +282,20 @@ class Plan:
         options = {k: v for k, v in spec.items() if k != "arch"}
         costs = cached_exit_costs(spec["arch"], channels, classes, size, options, f"{root}/{COSTS_CACHE}")
         return [c.flops for c in costs]
+
+    def _token_flops(self, model: str) -> list[int]:
+        """The anytime FLOPs per token of each exit of E8's transformer `model` (lm_train.token_costs),
+        counted by building it: a few hundred milliseconds, so not cached on disk."""
+        import torch
+
+        from .lm_train import token_costs
+        from .models import build_model
+        from .textdata import VOCAB
+
+        torch.set_num_threads(1)
+        spec = self.lm_models[model]
+        options = {k: v for k, v in spec.items() if k != "context"}
+        return [c.flops for c in token_costs(build_model("transformer", 1, VOCAB, spec["context"], **options))]
 
     def exit_flops(self, dataset: str, model: str) -> list[int]:
         """The anytime FLOPs of each exit of `model` on `dataset`, cheapest first (asked once per pair)."""
@@ -304,8 +349,8 @@ class Plan:
         return tuple(sorted(members | set(self.budgeted_runs)))
 
     def runs(self, pool: str) -> tuple[Run, ...]:
-        """The runs of one pool (POOLS), sorted."""
-        return {"runs": self.study_runs, "eann_runs": self.eann_runs}[pool]
+        """The runs of one pool (POOLS or LM_POOL), sorted."""
+        return getattr(self, {"runs": "study_runs", "eann_runs": "eann_runs", LM_POOL: "lm_runs"}[pool])
 
     def run_files(self, filename: str, pool: str = "runs", models: Collection[str] | None = None,
                   weightings: Collection[str] | None = None) -> list[str]:
@@ -382,11 +427,65 @@ class Plan:
         return " ".join([f"--dataset {dataset} --data-root {root}", *self.model_flags(model)])
 
     def report_args(self) -> str:
-        """What `python -m adaloss report` needs to know of E3 and E4, when they run."""
+        """What `python -m adaloss report` needs to know of which experiments ran: E3, E4, E8, and
+        whether any image experiment did."""
         args = ["--small-vs-large"] if self.e3 else []
+        args += [] if self.image_study else ["--no-image-study"]
+        args += ["--lm"] if self.lm else []
         if self.e4:
             args.append(f"--opt-model {self.e4['opt_model']} --eann-tolerance {self.e4['tolerance']}")
         return " ".join(args)
+
+    # -- E8: the language-model runs and their jobs
+
+    @cached_property
+    def lm_runs(self) -> tuple[Run, ...]:
+        """Every (corpus, model, weighting, seed) of E8: each of `lm.weightings` and an OPT network at
+        each of the transformer's `opt_exits` (the budget points of its FLOPs per token), per seed."""
+        if not self.lm:
+            return ()
+        corpus = self.lm["corpus"]
+        return tuple(sorted((corpus, m, w, s) for m in self.lm_models for s in self.seeds
+                            for w in [*self.lm["weightings"], *(f"opt{k}" for k in self.opt_exits(corpus, m))]))
+
+    def lm_job(self, model: str, weighting: str, seed: int | str) -> TrainJob:
+        """The job that trains one E8 run (one run per job); wildcards give the rule `train_lm`'s patterns."""
+        corpus = self.lm["corpus"]
+        return TrainJob(LM_POOL, corpus, model, f"{weighting}/seed{seed}",
+                        run_dir(LM_POOL, corpus, model, weighting, seed), ((corpus, model, weighting, seed),))
+
+    @cached_property
+    def lm_jobs(self) -> tuple[TrainJob, ...]:
+        """Every E8 training job, one per run."""
+        return tuple(self.lm_job(m, w, s) for _, m, w, s in self.lm_runs)
+
+    def lm_train_command(self, job: TrainJob, threads: int) -> str:
+        """The E8 job's `python -m adaloss train-lm` command line: its model spec, weighting (torchtune's
+        scales with `lm.e_scale`), seed and `lm.train`."""
+        from .weighting import TORCHTUNE_SCHEMES, split_label
+
+        corpus, model, weighting, seed = job.runs[0]
+        torchtune = _opt_exit(weighting) is None and split_label(weighting)[0] in TORCHTUNE_SCHEMES
+        return " ".join([f"{PYTHON} -m adaloss train-lm --out {shlex.quote(job.out)} --corpus {shlex.quote(corpus)}",
+                         f"--model-name {model} --seed {seed} {_weighting_flags(weighting)}",
+                         *([f"--e-scale {self.lm['e_scale']}"] if torchtune else []),
+                         cli_flags({**self.lm_models[model], **self.lm["train"]}),
+                         f"--threads {threads} --no-progress --restart-on-change"])
+
+    def lm_summary(self) -> str:
+        """What a dry run prints of E8: each transformer's exits, FLOPs per token and OPT exits, and
+        the number of trainings; empty when E8 is not selected."""
+        from .flops import cost_fractions
+
+        if not self.lm:
+            return ""
+        lines = ["E8 language models (corpus/model: exits, FLOPs per token of the whole network; OPT exits):"]
+        for m in self.lm_models:
+            costs, opts = self.exit_flops(self.lm["corpus"], m), self.opt_exits(self.lm["corpus"], m)
+            shares = ", ".join(f"{k} ({100 * f:.0f} %)" for k, f in zip(opts, cost_fractions(costs, opts)))
+            lines.append(f"  {self.lm['corpus']}/{m}: {len(costs)} exits, {costs[-1] / 1e3:.1f} kFLOPs per token; "
+                         f"OPT at exits {shares}")
+        return "\n".join([*lines, f"{len(self.lm_runs)} language-model trainings (E8)"])
 
     # -- the dry run's summary
 

@@ -3,6 +3,7 @@
 # Everything that computes is in `adaloss`.
 
 import copy
+import os
 import re
 import sys
 
@@ -11,7 +12,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from adaloss.flops import PACK_THROUGHPUT, read_pack_throughput
-from adaloss.plan import PYTHON, Plan, cli_flags, run_dir
+from adaloss.plan import LM_POOL, PYTHON, Plan, cli_flags, run_dir
 
 # The overrides as written: validation fills every `train` default into them too.
 DATASET_TRAIN = copy.deepcopy(config.get("dataset_train", {}))
@@ -33,16 +34,20 @@ NOTEBOOKS = f"{workflow.basedir}/workflow/notebooks"
 EANN_RUN = run_dir("eann_runs", "{dataset}", "{model}", "{weighting}", "{seed}")
 
 
+# E8's runs (results/lm_runs/...) share `model` and `weighting` with the image runs: their names join.
 wildcard_constraints:
-    dataset="|".join(config["datasets"]),
-    model="|".join(config["models"]),
-    weighting=rf"{'|'.join(PLAN.weightings)}|opt\d+",
+    dataset="|".join(PLAN.config["datasets"]),
+    model="|".join([*PLAN.models, *PLAN.lm_models]),
+    weighting=rf"{'|'.join([*PLAN.weightings, *PLAN.lm.get('weightings', [])])}|opt\d+",
     seed=r"\d+",
 
 
 # Snakemake decides on a dry run only after parsing, so the command line tells us.
 if any(a in ("--dry-run", "--dryrun") or re.fullmatch(r"-[a-zA-Z]*n[a-zA-Z]*", a) for a in sys.argv[1:]):
-    print(PLAN.summary(), file=sys.stderr)
+    if PLAN.image_study:
+        print(PLAN.summary(), file=sys.stderr)
+    if PLAN.lm:
+        print(PLAN.lm_summary(), file=sys.stderr)
 
 
 def wildcard_job(pool, wildcards):
@@ -54,6 +59,11 @@ def wildcard_job(pool, wildcards):
 def get_train_command(pool):
     """The command of a wildcard training rule's job, with the threads Snakemake gives it."""
     return lambda wildcards, threads: PLAN.train_command(wildcard_job(pool, wildcards), threads)
+
+
+def get_lm_command(wildcards, threads):
+    """The command of an E8 training job (rule train_lm), with the threads Snakemake gives it."""
+    return PLAN.lm_train_command(PLAN.lm_job(wildcards.model, wildcards.weighting, wildcards.seed), threads)
 
 
 def get_pack_command(job):
@@ -69,9 +79,17 @@ def get_metrics():
     return PLAN.run_files("metrics.json")
 
 
+def get_lm_exits():
+    return PLAN.run_files("exits.csv", LM_POOL)
+
+
+def get_lm_metrics():
+    return PLAN.run_files("metrics.json", LM_POOL)
+
+
 def get_benchmarks():
-    """The Snakemake benchmark file of every training job (adaloss.tables reads their layout)."""
-    return sorted(job.benchmark for job in PLAN.jobs)
+    """The Snakemake benchmark file of every training job, E8's too (adaloss.tables reads their layout)."""
+    return sorted(job.benchmark for job in (*PLAN.jobs, *PLAN.lm_jobs))
 
 
 def get_adaloss_metrics():
@@ -123,16 +141,23 @@ def get_figures():
 
 
 def get_report_tables():
-    """The tables the report reads: the anytime and relative ones always, each experiment's own if selected."""
-    tables = [*rules.anytime_errors.output, *rules.relative_to_opt.output, *rules.paper_relative_to_opt.output,
-              *rules.runs_table.output]
+    """The tables the report reads: the runs and the paper's always, the anytime and relative ones when an
+    image experiment runs, each experiment's own if selected."""
+    tables = [*rules.paper_relative_to_opt.output, *rules.runs_table.output]
+    if PLAN.image_study:
+        tables += [*rules.anytime_errors.output, *rules.relative_to_opt.output, *rules.latency_table.output]
     tables += [*rules.small_vs_large.output] if PLAN.e3 else []
     tables += [*rules.eann.output] if PLAN.e4 else []
     tables += [*rules.adaloss_weights.output] if "e5" in PLAN.selected else []
     tables += [*rules.weight_trajectories.output] if "e6" in PLAN.selected else []
     tables += [*rules.budgeted_table.output] if PLAN.e7 else []
-    tables += [*rules.latency_table.output]
+    tables += [*rules.lm_tables.output] if PLAN.lm else []
     return tables
+
+
+def get_bench():
+    """The speed benchmark of the image trainer, shown in the report when an image experiment runs."""
+    return rules.speed_bench.output if PLAN.image_study else []
 
 
 def get_final_output():

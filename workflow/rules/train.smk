@@ -78,3 +78,29 @@ else:
                 **RESOURCES,
             shell:
                 "{params.command} > {log} 2>&1"
+
+
+# E8 (beyond the paper): the early-exit transformer language model, one job per (model, weighting,
+# seed) of `lm`, OPT networks as weighting opt{k}, into results/lm_runs/{corpus}/{model}/{weighting}/
+# seed{seed}/ (python -m adaloss train-lm; checkpoints and resume as the image runs)
+if PLAN.lm:
+    LM_JOB = PLAN.lm_job("{model}", "{weighting}", "{seed}")  # the wildcard rule's patterns
+
+    rule train_lm:
+        output:
+            exits=LM_JOB.files("exits.csv"),
+            metrics=LM_JOB.files("metrics.json"),
+            weights=LM_JOB.files("weights.csv"),
+            log_csv=LM_JOB.files("log.csv"),
+        log:
+            LM_JOB.log,
+        benchmark:
+            LM_JOB.benchmark
+        params:
+            command=get_lm_command,
+        threads: config["resources"]["threads"]
+        resources:
+            runtime=PLAN.runtime(LM_JOB),
+            **RESOURCES,
+        shell:
+            "{params.command} > {log} 2>&1"
