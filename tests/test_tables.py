@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -203,3 +204,54 @@ def test_cli_output_is_byte_identical_whatever_the_input_order(tmp_path):
         outs.append((out.read_bytes(), rel.read_bytes()))
     assert outs[0] == outs[1]
     assert b"10.5" in outs[0][0]
+
+
+def _lm_exits(weighting: str, seed: int, bpb: list[float], exits: list[int] | None = None) -> pd.DataFrame:
+    """An E8 run's exits.csv rows (python -m adaloss train-lm), on the toy costs FLOPS."""
+    exits = list(range(len(bpb))) if exits is None else exits
+    return pd.DataFrame({"dataset": "stdlib", "model": "tf", "weighting": weighting, "seed": seed, "exit": exits,
+                         "flops": [FLOPS[k] for k in exits], "own_head_flops": [FLOPS[k] for k in exits], "params": 9,
+                         "bpb": bpb, "val_bpb": [b + 0.1 for b in bpb], "ms_per_token": 0.25})
+
+
+def test_the_lm_tables_give_bits_per_byte_and_their_increase_over_opt_seed_by_seed(tmp_path):
+    frames = [_lm_exits("adaloss", s, [4.0, 3.0, 2.5, 2.2 + s]) for s in (0, 1)]
+    frames += [_lm_exits("opt", s, [b], [k]) for s in (0, 1) for k, b in enumerate([3.2, 2.6, 2.4, 2.0 + s])]
+    paths = []
+    for i, frame in enumerate(frames):
+        paths.append(str(tmp_path / f"run{i}" / "exits.csv"))
+        Path(paths[-1]).parent.mkdir()
+        frame.to_csv(paths[-1], index=False)
+    out, rel = tmp_path / "lm_anytime.csv", tmp_path / "lm_relative_to_opt.csv"
+    assert cli.main(["tables", "lm", "--exits", *paths[::-1], "--out", str(out), "--relative-out", str(rel)]) == 0
+    lm = pd.read_csv(out)
+    assert list(lm.columns) == tables.LM_ANYTIME_COLUMNS and len(lm) == 2 * 4 + 2 * 4
+    relative = pd.read_csv(rel)
+    assert {"bpb", "opt_bpb", "seed"} <= set(relative.columns)
+    final = relative[relative["budget"] == 1.0].set_index("seed")["rel_increase_pct"]
+    assert final.to_dict() == pytest.approx({0: 10.0, 1: 100 * 3.2 / 3.0 - 100})  # seed s against OPT's seed s
+
+
+def test_runs_table_holds_lm_runs_with_their_steps_and_the_bytes_they_read(tmp_path):
+    run = tmp_path / "lm_runs" / "stdlib" / "tf" / "opt3" / "seed1"
+    run.mkdir(parents=True)
+    config = {"corpus": "stdlib", "model_name": "tf", "weighting": "opt", "opt_exit": 3, "scale": "sum", "seed": 1,
+              "layers": 4, "width": 16, "heads": 2, "context": 8, "shared_head": True, "steps": 20, "batch_size": 4,
+              "update_per": 10, "val_fraction": 0.05}
+    data = {"corpus": "stdlib", "source": "/usr/lib/python3.11", "split_by": "file", "python": "3.11",
+            "files": {"train": 9, "val": 1, "test": 2}, "bytes": {"train": 900, "val": 100, "test": 200},
+            "sha256": {"train": "a" * 64, "val": "b" * 64, "test": "c" * 64}}
+    (run / "metrics.json").write_text(json.dumps({"config": config, "train_seconds": 2.5, "device": "cpu",
+                                                  "device_name": "x86_64", "torch": "2", "bf16": False, "data": data}))
+    bench = tmp_path / "bench" / "lm_runs" / "stdlib" / "tf" / "opt3" / "seed1.tsv"
+    bench.parent.mkdir(parents=True)
+    bench.write_text("s\th:m:s\tmax_rss\n6.0\t0:00:06\t100\n")
+    image = _run_dir(tmp_path, "const", 0, [1.0])
+    table = tables.runs_table([run / "metrics.json", image], [bench]).set_index("pool")
+    lm = table.loc["lm_runs"]
+    assert (lm["dataset"], lm["weighting"], lm["arch"], lm["steps"], lm["job_seconds"]) == (
+        "stdlib", "opt3", "transformer", 20, 6.0)
+    assert json.loads(lm["arch_opts"]) == {"layers": 4, "width": 16, "heads": 2, "context": 8, "shared_head": True}
+    assert lm["data"] == ("stdlib (/usr/lib/python3.11, Python 3.11, split by file): train 9 files 900 B aaaaaaaaaaaa, "
+                          "val 1 files 100 B bbbbbbbbbbbb, test 2 files 200 B cccccccccccc")
+    assert math.isnan(lm["epochs"]) and table.loc["runs", "epochs"] == 2 and table.loc["runs", "data"] == ""

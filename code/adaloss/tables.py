@@ -17,6 +17,11 @@ and beside them: `relative_to_opt_seeds.csv` (the per-seed pairs behind the mean
 `latency.csv` (measured milliseconds per image of every exit beside its FLOPs),
 `paper_relative_to_opt.csv` (arXiv v3, Table 3a) and `paper_ilsvrc.csv` (arXiv v3, Table 3b).
 
+E8 (beyond the paper, issue 20), from `python -m adaloss train-lm` runs: `lm_anytime.csv` (dataset =
+the corpus, model, weighting, seed, exit, flops = anytime FLOPs per token, bpb = test bits per byte,
+val_bpb, ms_per_token) and `lm_relative_to_opt.csv`, the relative increase in bits per byte over OPT
+per seed, as E2's but on bpb; E8's runs are rows of `runs.csv` too (pool `lm_runs`).
+
 Relative increase over OPT (paper.md §7): 100 * (err_scheme(k) - err_OPT(k)) / err_OPT(k) at the
 exit k whose anytime cost is nearest f x the total cost, for f = 1/4, 1/2, 3/4, 1
 (`flops.opt_exits`, the same rule that chose the OPT networks; docs/fidelity.md, D2), with the
@@ -30,8 +35,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -41,13 +48,15 @@ from .plan import split_evenly
 from .weighting import weighting_label
 
 __all__ = [
-    "ANYTIME_COLUMNS", "RELATIVE_COLUMNS", "WEIGHTS_COLUMNS", "BUDGETS", "BUDGET_NAMES", "PAPER_RELATIVE_TO_OPT",
-    "read_csvs", "format_floats", "anytime_errors", "relative_to_opt", "final_weights",
+    "ANYTIME_COLUMNS", "LM_ANYTIME_COLUMNS", "RELATIVE_COLUMNS", "WEIGHTS_COLUMNS", "BUDGETS", "BUDGET_NAMES",
+    "PAPER_RELATIVE_TO_OPT", "read_csvs", "format_floats", "anytime_errors", "lm_anytime", "relative_to_opt",
+    "final_weights",
     "weight_trajectories", "runs_table", "small_vs_large", "difficulty", "paper_table", "paper_ilsvrc_table",
     "budgeted", "latency_table",
 ]
 
 ANYTIME_COLUMNS = ["dataset", "model", "weighting", "seed", "exit", "flops", "own_head_flops", "error", "ece"]
+LM_ANYTIME_COLUMNS = ["dataset", "model", "weighting", "seed", "exit", "flops", "bpb", "val_bpb", "ms_per_token"]
 RELATIVE_COLUMNS = ["dataset", "model", "weighting", "budget", "cost_fraction", "rel_increase_pct"]
 WEIGHTS_COLUMNS = ["dataset", "model", "seed", "exit", "weight"]
 BUDGETS = (0.25, 0.5, 0.75, 1.0)  # fractions of the total cost where OPT networks sit
@@ -97,25 +106,30 @@ def _sorted(frame: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     return frame.sort_values(list(keys), kind="mergesort").reset_index(drop=True)
 
 
-def anytime_errors(exits: pd.DataFrame) -> pd.DataFrame:
-    """The tidy anytime table from the runs' `exits.csv` rows; OPT networks appear as weighting "opt"
-    with the one exit each was trained for."""
+def anytime_errors(exits: pd.DataFrame, columns: Sequence[str] = ANYTIME_COLUMNS) -> pd.DataFrame:
+    """The tidy anytime table (`columns`) from the runs' `exits.csv` rows; OPT networks appear as
+    weighting "opt" with the one exit each was trained for."""
     dup = exits.duplicated(["dataset", "model", "weighting", "seed", "exit"])
     if dup.any():
         first = exits[dup].iloc[0]
         raise ValueError(f"run trained twice: {first['dataset']}/{first['model']}/{first['weighting']}/"
                          f"seed{first['seed']} exit {first['exit']}")
-    return _sorted(exits[ANYTIME_COLUMNS], ANYTIME_COLUMNS[:5])
+    return _sorted(exits[list(columns)], list(columns[:5]))
 
 
-def relative_to_opt(anytime: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(means over seeds, per-seed pairs) of the relative % increase in error over OPT, for every
-    model that has OPT networks and every scheme it was trained with, at the exits nearest each
-    budget's share of the total cost (`flops.opt_exits` on the model's anytime costs), with the
-    measured share (`cost_fraction`)."""
+def lm_anytime(exits: pd.DataFrame) -> pd.DataFrame:
+    """E8's anytime table from the language-model runs' `exits.csv` rows (`LM_ANYTIME_COLUMNS`)."""
+    return anytime_errors(exits, LM_ANYTIME_COLUMNS)
+
+
+def relative_to_opt(anytime: pd.DataFrame, column: str = "error") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(means over seeds, per-seed pairs) of the relative % increase in error (or another per-exit
+    `column`, such as E8's bits per byte) over OPT, for every model that has OPT networks and every
+    scheme it was trained with, at the exits nearest each budget's share of the total cost
+    (`flops.opt_exits` on the model's anytime costs), with the measured share (`cost_fraction`)."""
     rows = []
     for (dataset, model), group in anytime.groupby(["dataset", "model"], sort=True):
-        opt = group[group["weighting"] == "opt"].set_index(["seed", "exit"])["error"]
+        opt = group[group["weighting"] == "opt"].set_index(["seed", "exit"])[column]
         ann = group[group["weighting"] != "opt"]
         if opt.empty or ann.empty:
             continue
@@ -129,24 +143,54 @@ def relative_to_opt(anytime: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
             for budget, k, fraction in zip(BUDGETS, exits, fractions):
                 if (seed, k) not in opt.index:
                     raise ValueError(f"{dataset}/{model}: no OPT network for exit {k}, seed {seed}")
-                o, e = float(opt[(seed, k)]), float(run.at[k, "error"])
+                o, e = float(opt[(seed, k)]), float(run.at[k, column])
                 rows.append({"dataset": dataset, "model": model, "weighting": weighting, "seed": int(seed),
                              "budget": budget, "cost_fraction": fraction, "exit": k, "flops": int(run.at[k, "flops"]),
-                             "error": e, "opt_error": o,
+                             column: e, f"opt_{column}": o,
                              "rel_increase_pct": 100.0 * (e - o) / o if o > 0 else float("nan")})
     seeds = pd.DataFrame(rows, columns=["dataset", "model", "weighting", "seed", "budget", "cost_fraction", "exit",
-                                        "flops", "error", "opt_error", "rel_increase_pct"])
+                                        "flops", column, f"opt_{column}", "rel_increase_pct"])
     seeds = _sorted(seeds, ["dataset", "model", "weighting", "budget", "seed"])
     means = seeds.groupby(RELATIVE_COLUMNS[:5], sort=True)["rel_increase_pct"].mean().reset_index()
     return _sorted(means, RELATIVE_COLUMNS[:4]), seeds
 
 
 def _run_labels(metrics_path: Path) -> dict[str, object]:
-    """dataset, model, weighting label (opt{k} for OPT) and seed of a run, from its metrics.json."""
+    """dataset (an E8 run's corpus), model, weighting label (opt{k} for OPT) and seed of a run, from its
+    metrics.json."""
     cfg = json.loads(metrics_path.read_text())["config"]
     weighting = f"opt{cfg['opt_exit']}" if cfg["weighting"] == "opt" else weighting_label(cfg["weighting"],
                                                                                           cfg["scale"])
-    return {"dataset": cfg["dataset"], "model": cfg["model_name"], "weighting": weighting, "seed": cfg["seed"]}
+    dataset = cfg["corpus"] if _is_lm(cfg) else cfg["dataset"]
+    return {"dataset": dataset, "model": cfg["model_name"], "weighting": weighting, "seed": cfg["seed"]}
+
+
+def _is_lm(cfg: Mapping[str, object]) -> bool:
+    """Whether a run's config is E8's (`python -m adaloss train-lm`, lm_train.LMConfig: it reads a corpus)."""
+    return "corpus" in cfg
+
+
+def _scale_fields(cfg: Mapping[str, Any]) -> dict[str, object]:
+    """A run's arch, options and length: an image run's `epochs`, an E8 run's `steps` (and its
+    transformer's options, which LMConfig keeps as fields of their own)."""
+    if _is_lm(cfg):
+        opts = {k: cfg[k] for k in ("layers", "width", "heads", "context", "shared_head")}
+        return {"arch": "transformer", "arch_opts": json.dumps(opts, sort_keys=True), "epochs": math.nan,
+                "steps": cfg["steps"]}
+    return {"arch": cfg["arch"], "arch_opts": json.dumps(cfg["arch_opts"], sort_keys=True), "epochs": cfg["epochs"],
+            "steps": math.nan}
+
+
+def _data_text(info: Mapping[str, Any] | None) -> str:
+    """An E8 run's corpus split (metrics.json `data`, textdata.TextCorpus.info) in one line, with the
+    first 12 hex digits of each split's SHA-256, so the report can say whether every run read the same
+    bytes; empty for an image run."""
+    if not info:
+        return ""
+    splits = ", ".join(f"{s} {info['files'][s]} files {info['bytes'][s]} B {info['sha256'][s][:12]}"
+                       for s in ("train", "val", "test"))
+    python = f", Python {info['python']}" if info["python"] else ""
+    return f"{info['corpus']} ({info['source']}{python}, split by {info['split_by']}): {splits}"
 
 
 def final_weights(metrics_paths: Iterable[str | Path]) -> pd.DataFrame:
@@ -216,11 +260,12 @@ def _pack_seconds(frame: pd.DataFrame, job: Mapping[tuple[str, str, str, str, in
 
 
 def runs_table(metrics_paths: Iterable[str | Path], benchmark_paths: Iterable[str | Path] = ()) -> pd.DataFrame:
-    """One row per run: its pool (`runs`, or `eann_runs` for EANN members), scale (arch, options,
-    epochs, batch) and what it cost: seconds in the training loop, seconds of the whole job
-    (imports, data, evaluation; from the benchmark files, if given; a job that trained several seeds
-    one after another is shared among them in proportion to their training seconds, a pack's equally
-    among its runs, so the column still sums to the jobs' wall time), the device and precision."""
+    """One row per run: its pool (`runs`, `eann_runs` for EANN members, `lm_runs` for E8), scale (arch,
+    options, epochs or E8's steps, batch; E8's corpus split as `data`) and what it cost: seconds in the
+    training loop, seconds of the whole job (imports, data, evaluation; from the benchmark files, if
+    given; a job that trained several seeds one after another is shared among them in proportion to
+    their training seconds, a pack's equally among its runs, so the column still sums to the jobs'
+    wall time), the device and precision."""
     job = _benchmark_seconds(benchmark_paths)
     rows = []
     for path in map(Path, metrics_paths):
@@ -228,12 +273,11 @@ def runs_table(metrics_paths: Iterable[str | Path], benchmark_paths: Iterable[st
         cfg, labels = m["config"], _run_labels(path)
         pool = _run_key(path.parent)[0]
         rows.append({
-            "pool": pool, **labels, "arch": cfg["arch"], "arch_opts": json.dumps(cfg["arch_opts"], sort_keys=True),
-            "epochs": cfg["epochs"], "batch_size": cfg["batch_size"], "update_per": cfg["update_per"],
-            "val_fraction": cfg["val_fraction"], "train_seconds": float(m["train_seconds"]),
-            "job_seconds": job.get((pool, *labels.values()), float("nan")),
+            "pool": pool, **labels, **_scale_fields(cfg), "batch_size": cfg["batch_size"],
+            "update_per": cfg["update_per"], "val_fraction": cfg["val_fraction"],
+            "train_seconds": float(m["train_seconds"]), "job_seconds": job.get((pool, *labels.values()), float("nan")),
             "device": m["device"], "device_name": m["device_name"], "bf16": bool(m["bf16"]),
-            "torch": m["torch"],
+            "torch": m["torch"], "data": _data_text(m.get("data")),
         })
     frame = pd.DataFrame(rows)
     if len(frame):
@@ -322,6 +366,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("anytime", help="anytime_errors.csv from the runs' exits.csv")
     p.add_argument("--exits", nargs="+", required=True)
     p.add_argument("--out", required=True)
+    p = sub.add_parser("lm", help="lm_anytime.csv and lm_relative_to_opt.csv (E8) from the LM runs' exits.csv")
+    p.add_argument("--exits", nargs="+", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--relative-out", required=True, help="where to write lm_relative_to_opt.csv (per seed)")
     p = sub.add_parser("relative", help="relative_to_opt.csv (+ per-seed pairs) from anytime_errors.csv")
     p.add_argument("--anytime", required=True)
     p.add_argument("--out", required=True)
@@ -353,6 +401,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run_cli(args: argparse.Namespace) -> int:
     if args.table == "anytime":
         frame = anytime_errors(read_csvs(args.exits))
+    elif args.table == "lm":
+        frame = lm_anytime(read_csvs(args.exits))
+        atomic.write_csv(args.relative_out, format_floats(relative_to_opt(frame, "bpb")[1]))
     elif args.table == "relative":
         frame, seeds = relative_to_opt(pd.read_csv(args.anytime))
         atomic.write_csv(args.seeds_out, format_floats(seeds))

@@ -104,7 +104,7 @@ rule weight_trajectories:
 # Scale and compute time of every run (for the report)
 rule runs_table:
     input:
-        metrics=[*get_metrics(), *get_eann_metrics()],
+        metrics=[*get_metrics(), *get_eann_metrics(), *get_lm_metrics()],
         benchmarks=get_benchmarks(),
     output:
         f"{TABLES}/runs.csv",
@@ -125,6 +125,21 @@ rule budgeted_table:
         "logs/tables/budgeted.log",
     shell:
         "{ADALOSS} tables budgeted --files {input} --out {output} > {log} 2>&1"
+
+
+# E8: test (and validation) bits per byte of every exit of every language-model run, with its FLOPs and
+# milliseconds per token, and the relative increase in bits per byte over OPT per seed
+rule lm_tables:
+    input:
+        exits=get_lm_exits(),
+    output:
+        anytime=f"{TABLES}/lm_anytime.csv",
+        relative=f"{TABLES}/lm_relative_to_opt.csv",
+    log:
+        "logs/tables/lm_tables.log",
+    shell:
+        "{ADALOSS} tables lm --exits {input.exits} --out {output.anytime}"
+        " --relative-out {output.relative} > {log} 2>&1"
 
 
 # Per-exit latency of every compared model, beside its FLOPs
