@@ -25,7 +25,9 @@ import pandas as pd
 from markupsafe import Markup
 
 from . import atomic
-from .claims import CLAIM_COLUMNS, all_claims, budget_text, family_of, final_exit_share, small_vs_large_summary
+from .claims import (CLAIM_COLUMNS, LM_FAMILY, all_claims, budget_text, family_of, final_exit_share,
+                     small_vs_large_summary)
+from .plan import LM_POOL
 from .provenance import cpu_name
 from .tables import BUDGET_NAMES, difficulty, format_floats
 from .weighting import LABELS, SCALES, label, split_label
@@ -34,6 +36,7 @@ __all__ = [
     "LABELS", "BUDGET_NAMES", "budget_text", "family_of", "label", "ordered", "save_figure", "log_error_axis",
     "mean_std", "mean_std_table",
     "final_error_table", "e2_table", "paper_3a_display", "paper_ilsvrc_display", "budgeted_table", "families", "study_claims", "build_html",
+    "lm_bpb_table", "lm_relative_table",
 ]
 
 
@@ -148,6 +151,32 @@ def budgeted_table(budgeted: pd.DataFrame) -> pd.DataFrame:
     return error.join(reached).rename_axis(columns=None).reset_index()
 
 
+def lm_bpb_table(lm: pd.DataFrame) -> pd.DataFrame:
+    """E8 for display: test bits per byte of every exit (mean ± std over seeds), one column per scheme
+    (OPT at the exits it was trained for), beside each exit's kFLOPs per token and median milliseconds
+    per token over the runs."""
+    keys = ["dataset", "model", "exit"]
+    bpb = lm.groupby([*keys, "weighting"])["bpb"].apply(lambda v: mean_std(v, "{:.4f}")).unstack("weighting")
+    bpb = bpb[ordered(bpb.columns)].rename(columns=label)
+    cost = lm[lm["weighting"] != "opt"].groupby(keys).agg(kflops_per_token=("flops", "first"),
+                                                          ms_per_token=("ms_per_token", "median"))
+    cost["kflops_per_token"] = cost["kflops_per_token"] / 1e3
+    return cost.join(bpb).rename_axis(columns=None).reset_index()
+
+
+def lm_relative_table(rel: pd.DataFrame) -> pd.DataFrame:
+    """E8's relative % increase in bits per byte over OPT (lm_relative_to_opt.csv, per seed) for display:
+    mean ± std over seeds per scheme, one column per budget point named with its measured share."""
+    table = rel.groupby(["dataset", "model", "weighting", "budget"])["rel_increase_pct"].apply(
+        lambda v: mean_std(v, "{:+.2f}")).unstack("budget")
+    table.columns = [budget_text(b, rel.loc[rel["budget"] == b, "cost_fraction"]) for b in table.columns]
+    table = table.reset_index()
+    order = {w: i for i, w in enumerate(ordered(table["weighting"]))}
+    table = table.assign(_o=table["weighting"].map(order)).sort_values(["dataset", "model", "_o"], kind="mergesort")
+    return table.assign(weighting=table["weighting"].map(label)).drop(columns="_o").rename(
+        columns={"weighting": "scheme"}).reset_index(drop=True)
+
+
 def mean_std_table(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """Every numeric column but `by` and seed, as 'mean ± std' over the other rows of each `by` group."""
     cols = [c for c in frame.select_dtypes(["number", "bool"]).columns if c not in (*by, "seed")]
@@ -160,15 +189,18 @@ def _read(tables: Path, name: str) -> pd.DataFrame | None:
     return pd.read_csv(path) if path.exists() else None
 
 
-def study_claims(tables: Path, small_vs_large: bool, opt_model: str | None, tolerance: float) -> pd.DataFrame:
-    """`claims.all_claims` on the study's tables in `tables` (E3's and E4's claims only when they ran)."""
+def study_claims(tables: Path, small_vs_large: bool, opt_model: str | None, tolerance: float,
+                 image_study: bool = True, lm: bool = False) -> pd.DataFrame:
+    """`claims.all_claims` on the study's tables in `tables` (E3's and E4's claims only when they ran,
+    the image claims only when an image experiment ran, E8's only when `lm`)."""
     runs = pd.read_csv(tables / "runs.csv")
     runs = runs[runs["pool"] == "runs"]
     svl = _read(tables, "small_vs_large") if small_vs_large else None
     curve = _read(tables, "eann") if opt_model else None
-    return all_claims(pd.read_csv(tables / "relative_to_opt_seeds.csv"), families(runs), svl, curve,
-                      pd.read_csv(tables / "anytime_errors.csv"), opt_model, tolerance,
-                      _read(tables, "adaloss_weights"))
+    image = {"seeds": "relative_to_opt_seeds", "anytime": "anytime_errors", "weights": "adaloss_weights"}
+    read = {k: _read(tables, name) if image_study else None for k, name in image.items()}
+    return all_claims(read["seeds"], families(runs), svl, curve, read["anytime"], opt_model, tolerance,
+                      read["weights"], pd.read_csv(tables / "lm_anytime.csv") if lm else None)
 
 
 # -- the page ---------------------------------------------------------------------------------
@@ -198,6 +230,13 @@ EXPERIMENTS = {
                     "run's held-out share of the training set, never on the test set, so that the exit shares "
                     "follow MSDNet's geometric rule for the target average cost; test error against the average "
                     "FLOPs per test image reached, OPT networks (anytime prediction) as stars."),
+    "e8_lm": ("E8 Beyond the paper: AdaLoss on an early-exit transformer language model", "Test bits per byte "
+              "of every exit of a byte-level transformer with an exit after every layer, against its anytime cost "
+              "(FLOPs per token, earlier exits' heads included), for AdaLoss and the static exit-loss scales LLM "
+              "trainers ship (torchtune's tt_*, CALM's geometric); OPT networks (the transformer truncated at an exit "
+              "and trained for it alone) as stars. The relative increase over OPT is in bits per byte, at the exits "
+              "nearest 1/4, 1/2, 3/4 and 1 of the cost (for this transformer, of the depth). Its claims are ours, "
+              "not the paper's; they are the last rows of the claims table and repeated below."),
 }
 
 
@@ -223,17 +262,47 @@ def training_span(benchmark_dir: Path, runs: pd.DataFrame) -> float | None:
 
 
 def _scale(runs: pd.DataFrame) -> pd.DataFrame:
-    """Scale per pool, dataset and model: arch, options, epochs, batch, AdaLoss update period, hold-out,
-    runs, time."""
+    """Scale per pool, dataset and model: arch, options, epochs (E8: steps), batch, AdaLoss update
+    period, hold-out (E8: the corpus's validation share), runs, time."""
     g = runs.groupby(["pool", "dataset", "model"], sort=True)
     return g.agg(arch=("arch", "first"), options=("arch_opts", "first"), epochs=("epochs", "first"),
-                 batch_size=("batch_size", "first"), update_per=("update_per", "first"),
+                 steps=("steps", "first"), batch_size=("batch_size", "first"), update_per=("update_per", "first"),
                  val_fraction=("val_fraction", "first"), runs=("seed", "size"),
                  train_seconds=("train_seconds", "sum")).reset_index()
 
 
-def _extra_tables(t: Path, anytime: pd.DataFrame, model_arch: dict[str, str]) -> dict[str, Markup]:
-    """The table shown under each figure, computed from the tables (for the experiments that ran)."""
+def _lm_section(t: Path, runs: pd.DataFrame, claim_frame: pd.DataFrame) -> Markup:
+    """E8's text and tables under its figure: the data every run read (the corpus split and its
+    SHA-256 prefixes, so a reader sees whether every run read the same bytes), the scale, the per-exit
+    bits per byte, the relative increase over OPT, and E8's rows of the claims table."""
+    lm_runs = runs[runs["pool"] == LM_POOL]
+    data = sorted(lm_runs["data"].dropna().unique())
+    read = (f"all {len(lm_runs)} runs read the same bytes: {data[0]}" if len(data) == 1 else
+            f"the runs read {len(data)} different splits: {'; '.join(data)}")
+    scale = []
+    for model, g in lm_runs.groupby("model"):
+        opts, steps, batch = json.loads(g["arch_opts"].iloc[0]), int(g["steps"].max()), int(g["batch_size"].iloc[0])
+        head = "one final norm and LM head shared by every exit" if opts["shared_head"] else "a head per exit"
+        scale.append(f"{model}: {opts['layers']} layers (an exit after each) of width {opts['width']}, "
+                     f"{opts['heads']} heads, context {opts['context']} bytes, {head}; {steps} AdamW steps of "
+                     f"{batch} windows ({steps * batch * opts['context']:,} bytes seen per run)")
+    devices = ", ".join(sorted(set(lm_runs["device"] + " (" + lm_runs["device_name"].fillna("?") + ")")))
+    text = (f"<p>Data: {html.escape(read)}.</p><p>Scale: {html.escape('; '.join(scale))}; trained on "
+            f"{html.escape(devices)}, {lm_runs['train_seconds'].sum() / 60:.1f} min in training loops over "
+            f"{len(lm_runs)} runs.</p><p>Test bits per byte per exit (mean ± std over seeds), kFLOPs and median "
+            "milliseconds per token (one window at batch 1, divided by the context):</p>")
+    return (Markup(text) + _table(lm_bpb_table(pd.read_csv(t / "lm_anytime.csv")))
+            + Markup("<p>Relative % increase in test bits per byte over OPT (mean ± std over seeds):</p>")
+            + _table(lm_relative_table(pd.read_csv(t / "lm_relative_to_opt.csv")))
+            + Markup("<p>E8's verdicts (their rows of the claims table):</p>")
+            + claims_html(claim_frame[claim_frame["family"] == LM_FAMILY]))
+
+
+def _extra_tables(t: Path, anytime: pd.DataFrame | None, model_arch: dict[str, str]) -> dict[str, Markup]:
+    """The table shown under each image experiment's figure, computed from the tables (for the
+    experiments that ran; `anytime` is None when none did)."""
+    if anytime is None:
+        return {}
     extra = {
         "e1_anytime": Markup("<p>Final-exit test error (%), mean ± std over seeds (OPT: its deepest network), "
                              "then the final exit's expected calibration error (%, 15 bins, test set).</p>")
@@ -259,8 +328,8 @@ def _extra_tables(t: Path, anytime: pd.DataFrame, model_arch: dict[str, str]) ->
     return extra
 
 
-def _bench_table(bench_dir: Path) -> Markup | None:
-    files = sorted(bench_dir.glob("*.json")) if bench_dir.is_dir() else []
+def _bench_table(bench_dir: Path | None) -> Markup | None:
+    files = sorted(bench_dir.glob("*.json")) if bench_dir is not None and bench_dir.is_dir() else []
     if not files:
         return None
     frame = pd.DataFrame({f.stem: pd.Series(json.loads(f.read_text())).astype(str) for f in files})
@@ -298,18 +367,23 @@ def claims_html(claim_frame: pd.DataFrame) -> Markup:
     return Markup(pd.DataFrame(rows).to_html(index=False, border=0, classes="t", escape=False))
 
 
-def build_html(tables: Path, figures: list[Path], profile: str, configfiles: str, bench_dir: Path,
-               claim_frame: pd.DataFrame, span: float | None = None) -> str:
+def build_html(tables: Path, figures: list[Path], profile: str, configfiles: str, bench_dir: Path | None,
+               claim_frame: pd.DataFrame, span: float | None = None, image_study: bool = True) -> str:
     """The whole report page as one string (no external resources), rendered from
-    templates/report.html.j2: this module gathers the numbers, the template lays them out."""
+    templates/report.html.j2: this module gathers the numbers, the template lays them out.
+    `image_study` False: no image experiment ran (E8 alone), so there are no image tables."""
     runs = pd.read_csv(tables / "runs.csv")
-    anytime = pd.read_csv(tables / "anytime_errors.csv")
+    anytime = pd.read_csv(tables / "anytime_errors.csv") if image_study else None
     study = runs[runs["pool"] == "runs"]
     held_out = runs.loc[runs["pool"] == "eann_runs", "val_fraction"]
+    lengths = [f"; {what} " + ", ".join(f"{d}: {int(n)}" for d, n in per_dataset.items())
+               for what in ("epochs", "steps")  # E8's runs train for steps, on a corpus
+               if len(per_dataset := runs.groupby("dataset")[what].max().dropna())]
     scale_note = (f"profile {profile}; datasets {', '.join(sorted(runs['dataset'].unique()))}; "
-                  f"seeds {', '.join(map(str, sorted(runs['seed'].unique())))}; epochs "
-                  + ", ".join(f"{d}: {e}" for d, e in runs.groupby("dataset")["epochs"].max().items()))
+                  f"seeds {', '.join(map(str, sorted(runs['seed'].unique())))}" + "".join(lengths))
     extra = _extra_tables(tables, anytime, families(study))
+    if any(f.stem == "e8_lm" for f in figures):
+        extra["e8_lm"] = _lm_section(tables, runs, claim_frame)
     sections = []
     for fig in figures:
         title, text = EXPERIMENTS.get(fig.stem, (fig.stem, ""))
@@ -323,9 +397,11 @@ def build_html(tables: Path, figures: list[Path], profile: str, configfiles: str
         "cpu_count": os.cpu_count(), "python": platform.python_version(),
         "train_minutes": runs["train_seconds"].sum() / 60, "job_minutes": runs["job_seconds"].sum() / 60,
         "span_minutes": None if span is None else span / 60,
-        "update_per": "/".join(map(str, sorted(runs["update_per"].unique()))),
+        "update_per": "/".join(map(str, sorted(runs.loc[runs["pool"] != LM_POOL, "update_per"].unique()))),
+        "lm_update_per": "/".join(map(str, sorted(runs.loc[runs["pool"] == LM_POOL, "update_per"].unique()))),
+        "image_study": image_study,
         "held_out": "/".join(map(str, sorted(held_out.unique()))) or "none",
-        "n_seeds": study["seed"].nunique(), "scale_table": _table(_scale(runs)),
+        "n_seeds": runs["seed"].nunique(), "scale_table": _table(_scale(runs)),
         "claims_table": claims_html(claim_frame), "sections": sections, "bench_table": _bench_table(bench_dir),
         "n_claims": int(((claim_frame["kind"] == "claim") & claim_frame["p_value"].notna()).sum()),
         "paper_3a": _table(paper_3a_display(pd.read_csv(tables / "paper_relative_to_opt.csv"))
@@ -365,7 +441,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--figures", nargs="+", required=True, help="the experiments' PNG figures")
     parser.add_argument("--profile", required=True, help="name of the configuration profile")
     parser.add_argument("--configfiles", nargs="*", default=[], help="the config files used (stated in the report)")
-    parser.add_argument("--bench-dir", default="results/bench", help="optional `adaloss bench` JSON files")
+    parser.add_argument("--bench-dir", help="folder of `adaloss bench` JSON files (absent: no benchmark section)")
     parser.add_argument("--benchmarks", default="results/benchmarks",
                         help="folder of the training jobs' Snakemake benchmark files (for the wall time)")
     parser.add_argument("--small-vs-large", action="store_true",
@@ -373,16 +449,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--opt-model", help="E4's reference model, whose OPT networks the EANN meets; absent: E4 did not run")
     parser.add_argument("--eann-tolerance", type=float, default=0.1,
                         help="relative slack on OPT's error that still counts as 'competitive' (0.1 = 10%%)")
+    parser.add_argument("--image-study", action=argparse.BooleanOptionalAction, default=True,
+                        help="an image experiment (E1-E7) ran; --no-image-study: E8 alone, whose claims are the "
+                             "only ones scored (default: True)")
+    parser.add_argument("--lm", action="store_true", help="E8 ran: score its claims from lm_anytime.csv")
     parser.add_argument("--claims-out", required=True, help="where to write claims.csv")
     parser.add_argument("--out", required=True, help="the HTML report")
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    claim_frame = study_claims(Path(args.tables), args.small_vs_large, args.opt_model, args.eann_tolerance)
+    claim_frame = study_claims(Path(args.tables), args.small_vs_large, args.opt_model, args.eann_tolerance,
+                               args.image_study, args.lm)
     atomic.write_csv(args.claims_out, format_floats(claim_frame[CLAIM_COLUMNS]))
     page = build_html(Path(args.tables), [Path(f) for f in args.figures], args.profile,
-                      " ".join(args.configfiles) or "(none)", Path(args.bench_dir), claim_frame,
-                      training_span(Path(args.benchmarks), pd.read_csv(Path(args.tables) / "runs.csv")))
+                      " ".join(args.configfiles) or "(none)", args.bench_dir and Path(args.bench_dir), claim_frame,
+                      training_span(Path(args.benchmarks), pd.read_csv(Path(args.tables) / "runs.csv")),
+                      args.image_study)
     atomic.write_text(args.out, page)
     for c in claim_frame.itertuples():
         print(f"[{c.verdict_holm} (Holm); {c.verdict} alone] {c.claim}: {c.ours} (pairs {c.pairs}, "

@@ -116,3 +116,19 @@ rule e7_budgeted:
         profile=config["profile"],
     shell:
         NOTEBOOK_SHELL
+
+
+# E8 (beyond the paper): test bits per byte of every exit of the early-exit transformer against its
+# FLOPs per token, every scheme and OPT, and the relative increase over OPT
+rule e8_lm:
+    input:
+        notebook=f"{NOTEBOOKS}/e8_lm.ipynb",
+        tables=rules.lm_tables.output,
+    output:
+        **notebook_outputs("e8_lm", "E8 Transformer language model"),
+    log:
+        "logs/notebooks/e8_lm.log",
+    params:
+        profile=config["profile"],
+    shell:
+        NOTEBOOK_SHELL

@@ -20,7 +20,7 @@ rule study_report:
     input:
         tables=get_report_tables(),
         figures=get_figures(),
-        bench=rules.speed_bench.output,
+        bench=get_bench(),
     output:
         html="report/report.html",
         claims=f"{TABLES}/claims.csv",
@@ -30,8 +30,9 @@ rule study_report:
         profile=config["profile"],
         configfiles=" ".join(map(str, workflow.configfiles)) or "(none)",
         experiments=PLAN.report_args(),
+        bench=f"--bench-dir {os.path.dirname(rules.speed_bench.output[0])}" if PLAN.image_study else "",
     shell:
         "{ADALOSS} report --tables $(dirname {output.claims}) --figures {input.figures}"
-        " --profile {params.profile} --configfiles {params.configfiles} --bench-dir $(dirname {input.bench})"
+        " --profile {params.profile} --configfiles {params.configfiles} {params.bench}"
         " {params.experiments}"
         " --claims-out {output.claims} --out {output.html} > {log} 2>&1"
