@@ -34,6 +34,7 @@ TABLE_COLUMNS = {
     "budgeted.csv": ["dataset", "model", "weighting", "seed", "budget_fraction", "budget", "avg_flops",
                      "avg_flops_heldout", "error", "error_heldout", "exits", "thresholds_from"],
     "latency.csv": ["dataset", "model", "exit", "flops", "params", "batch_size", "ms_per_image", "device"],
+    "lm_anytime.csv": ["dataset", "model", "weighting", "seed", "exit", "flops", "bpb", "val_bpb", "ms_per_token"],
 }
 
 
@@ -85,6 +86,28 @@ def test_schema_train_defaults_are_the_trainconfig_defaults():
             assert spec["default"] == pytest.approx(list(expected)), key
         else:
             assert spec["default"] == expected and type(spec["default"]) is type(expected), key
+
+
+def test_schema_lm_defaults_are_the_lmconfig_defaults():
+    from adaloss.lm_train import LMConfig
+
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    fields = {f.name: f.default for f in dataclasses.fields(LMConfig)}
+    lm = schema["properties"]["lm"]["properties"]
+    specs = {**schema["$defs"]["lm_train"]["properties"], "e_scale": lm["e_scale"], "corpus": lm["corpus"],
+             "shared_head": schema["$defs"]["transformer"]["properties"]["shared_head"]}
+    for key, spec in specs.items():
+        assert spec["default"] == fields[key] and type(spec["default"]) is type(fields[key]), key
+
+
+def test_the_lm_profile_plans_e8_alone(tmp_path):
+    result = _snakemake("--dry-run", "--configfile", str(ROOT / "config" / "lm.yaml"), cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, re.MULTILINE))
+    assert counts["train_lm"] == "36"  # 8 weightings and 4 OPT networks, 3 seeds
+    assert not {"train", "train_eann_member", "speed_bench", "anytime_errors", "latency_table"} & set(counts)
+    assert ("stdlib/transformer12: 12 exits, 1769.5 kFLOPs per token; OPT at exits 2 (25 %), 5 (50 %), 8 (75 %), "
+            "11 (100 %)") in result.stderr
 
 
 def _train_jobs(dry_run_output: str) -> int:
@@ -149,7 +172,7 @@ def test_smoke_run_produces_tables_figures_and_report(smoke):
     for name, columns in TABLE_COLUMNS.items():
         frame = pd.read_csv(smoke / "results" / "tables" / name)
         assert list(frame.columns) == columns and len(frame) > 0, name
-    assert len(list((smoke / "results" / "figures").glob("e[1-7]_*.png"))) == 7
+    assert len(list((smoke / "results" / "figures").glob("e[1-8]_*.png"))) == 8
     budgeted = pd.read_csv(smoke / "results" / "tables" / "budgeted.csv")
     assert (budgeted["thresholds_from"] == "held-out 0.1 of the training set").all()
     assert set(budgeted["weighting"]) == {"const", "adaloss"} and set(budgeted["budget_fraction"]) == {0.5, 0.8}
@@ -175,12 +198,18 @@ def test_smoke_run_produces_tables_figures_and_report(smoke):
     assert re.search(r"1/4 \(\d+ %\)", page)  # every budget named with its measured share of the cost
     assert "<h2>E7 Budgeted batch classification (early exit)</h2>" in page and "ms/image at batch 64" in page
     assert "Thresholds fit on the held-out 0.1 of the training set" in page
+    # E8, tiny: every run's bits per byte per exit, E8's claims and control, its report section
+    lm = pd.read_csv(smoke / "results" / "tables" / "lm_anytime.csv")
+    assert set(lm["weighting"]) == {"tt_uniform", "tt_linear_l", "adaloss", "opt"} and set(lm["seed"]) == {0, 1}
+    assert claims.loc[claims["family"] == "Transformer", "kind"].tolist() == ["claim"] * 3 + ["control"]
+    assert "<h2>E8 Beyond the paper: AdaLoss on an early-exit transformer language model</h2>" in page
+    assert "all 10 runs read the same bytes: stdlib" in page
     # Nothing is left to do, and the tables come out byte-identical when remade.
     again = _snakemake("--cores", "2", "--configfile", str(ROOT / "config" / "smoke.yaml"), "--dry-run", cwd=smoke)
     assert "Nothing to be done" in again.stdout + again.stderr
     before = {p.name: p.read_bytes() for p in (smoke / "results" / "tables").glob("*.csv")}
     table_rules = ["anytime_errors", "relative_to_opt", "paper_relative_to_opt", "small_vs_large", "eann",
-                   "adaloss_weights", "weight_trajectories", "runs_table"]
+                   "adaloss_weights", "weight_trajectories", "runs_table", "lm_tables"]
     targets = [f"results/tables/{name}" for name in before if name != "claims.csv"]
     remade = _snakemake(*targets, "--cores", "2", "--configfile", str(ROOT / "config" / "smoke.yaml"),
                         "--forcerun", *table_rules, cwd=smoke)
@@ -203,7 +232,7 @@ def test_every_report_image_is_a_valid_png(smoke):
     from PIL import Image
 
     images = _report_images((smoke / "report" / "report.html").read_text())
-    assert len(images) == 7
+    assert len(images) == 8
     for data in images:
         with Image.open(io.BytesIO(data)) as img:
             img.verify()
@@ -226,7 +255,7 @@ def test_the_report_renders_in_headless_chromium(smoke, tmp_path):
     dom = subprocess.run([*base, "--dump-dom", html.as_uri()], capture_output=True, text=True, timeout=120)
     widths = re.search(r'data-widths="([^"]*)"', dom.stdout)
     assert widths, dom.stderr[-2000:]
-    assert [int(w) > 0 for w in widths.group(1).split(",")] == [True] * 7
+    assert [int(w) > 0 for w in widths.group(1).split(",")] == [True] * 8
     shot = tmp_path / "report.png"
     report = (smoke / "report" / "report.html").as_uri()
     subprocess.run([*base, f"--screenshot={shot}", "--window-size=1200,3000", report],
@@ -318,8 +347,8 @@ def test_the_laptop_and_gpu_quick_profiles_run_in_their_smoke_form(tmp_path, pro
     claims = pd.read_csv(tmp_path / "results" / "tables" / "claims.csv")
     skipped = claims[claims["ours"].str.contains("is not run in this profile", na=False)]
     assert set(skipped["verdict"]) == {"not run in this profile"}  # never a verdict
-    assert {"E3", "E4"} <= {text.split()[0] for text in skipped["ours"]}
-    assert skipped["ours"].str.contains("config/paper.yaml").all()  # and where they run
+    assert {"E3", "E4", "E8"} <= {text.split()[0] for text in skipped["ours"]}
+    assert skipped["ours"].str.contains("config/paper.yaml|config/lm.yaml").all()  # and where they run
     page = (tmp_path / "report" / "report.html").read_text()
     assert f"profile {profile}" in page and "E4 EANN" not in page
 
