@@ -25,8 +25,9 @@ def _lm_run(root: Path, weighting: str, seed: int, bpb: list[float], exits: list
     config = {"corpus": "stdlib", "model_name": "tf", "weighting": weighting, "scale": "sum", "seed": seed,
               "opt_exit": exits[-1] if weighting == "opt" else None, "layers": 4, "width": 16, "heads": 2,
               "context": 8, "shared_head": True, "steps": 20, "batch_size": 4, "update_per": 10, "val_fraction": 0.05}
-    (run / "metrics.json").write_text(json.dumps({"config": config, "train_seconds": 3.0, "device": "cpu",
-                                                  "device_name": "x86_64", "torch": "2.14.1", "bf16": False, "data": DATA}))
+    metrics = {"config": config, "train_seconds": 3.0, "device": "cpu", "device_name": "x86_64", "torch": "2.14.1",
+               "bf16": False, "data": DATA}
+    (run / "metrics.json").write_text(json.dumps(metrics))
     return run
 
 
