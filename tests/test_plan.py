@@ -84,8 +84,13 @@ def test_split_evenly_puts_the_larger_chunks_first():
     assert split_evenly("abcdefg", 3) == [["a", "b", "c"], ["d", "e"], ["f", "g"]]
 
 
+def unfused(config: dict) -> None:
+    """The smoke profile packs its runs (train.pack 4); these tests plan it one run per job."""
+    config["train"]["pack"] = 1
+
+
 def test_pack_one_gives_one_run_per_job_under_the_wildcard_rules():
-    plan = make_plan()
+    plan = make_plan(unfused)
     assert plan.pack == 1 and len(plan.jobs) == len(plan.study_runs) + len(plan.eann_runs)
     assert all(len(job.runs) == 1 and not job.packed for job in plan.jobs)
     assert Counter(job.rule for job in plan.jobs) == {"train": 38, "train_eann_member": 8}
@@ -98,7 +103,7 @@ def test_pack_one_gives_one_run_per_job_under_the_wildcard_rules():
 
 
 def test_a_runs_command_names_its_weighting_scale_and_seed():
-    plan = make_plan()
+    plan = make_plan(unfused)
     command = plan.train_command(plan.job("runs", "digits", "resann", "opt3", 1), threads=2)
     assert command.startswith(f"{PYTHON} -m adaloss train --out results/runs/digits/resann/opt3/seed1 "
                               "--dataset digits --model-name resann --seed 1 --arch resann --arch-opt n=1 "
@@ -110,7 +115,7 @@ def test_a_runs_command_names_its_weighting_scale_and_seed():
 
 
 def test_packed_seeds_give_one_job_per_weighting_training_every_seed():
-    plan = make_plan(lambda c: c["resources"].update(pack_seeds=True))
+    plan = make_plan(lambda c: (unfused(c), c["resources"].update(pack_seeds=True)))
     assert len(plan.jobs) == (38 + 8) // 2 and all(len(job.runs) == 2 for job in plan.jobs)
     job = plan.job("runs", "digits", "resann", "adaloss")
     assert job.log == "logs/train/digits/resann/adaloss.log"

@@ -138,7 +138,8 @@ def cluster(tmp_path_factory):
 
 def test_smoke_study_jobs_go_through_sbatch_with_the_resources_of_the_config(cluster, tmp_path, capsys):
     started = time.monotonic()
-    study = copy_study(tmp_path / "study", {"resources": TRAIN_RESOURCES})
+    # unpacked (the smoke profile packs its runs): one `train` job per run, whose resources are checked
+    study = copy_study(tmp_path / "study", {"resources": TRAIN_RESOURCES, "train": {"pack": 1}})
     targets = [] if FULL_SMOKE else ["results/tables/adaloss_weights.csv"]
     env = job_env()
     dry = subprocess.run(snakemake(*targets, "--dry-run", "--quiet", "rules", timeout=300),
@@ -187,7 +188,7 @@ def test_snakemake_resubmits_a_cancelled_training_job_and_it_resumes(cluster, tm
     """scancel a training job of the workflow after its first checkpoint: the profile's retries
     submit it again, and the new job continues after the saved epoch."""
     started = time.monotonic()
-    study = copy_study(tmp_path / "study", {"train": {"epochs": 40}})  # 0.2-0.4 s per epoch
+    study = copy_study(tmp_path / "study", {"train": {"epochs": 40, "pack": 1}})  # 0.2-0.4 s per epoch; one run a job
     checkpoint = study / ADALOSS_RUN / "checkpoint.pt"
     with open(tmp_path / "snakemake.log", "w+") as out:
         proc = subprocess.Popen(snakemake(f"{ADALOSS_RUN}/exits.csv", timeout=600),

@@ -140,9 +140,16 @@ def test_the_paper_dag_builds_without_data_and_prints_trainings_and_gpu_hours(tm
 
 
 def test_packed_seeds_train_every_seed_of_a_run_in_one_job(tmp_path):
-    packed = _snakemake("--dry-run", "-p", "--configfile", str(_bad_config(tmp_path, lambda c: c["resources"].update(
-        pack_seeds=True))), cwd=tmp_path, timeout=120)
-    alone = _snakemake("--dry-run", "--configfile", str(ROOT / "config" / "smoke.yaml"), cwd=tmp_path, timeout=120)
+    def unfused(c: dict) -> None:  # pack_seeds is a setting of unfused training (train.pack 1)
+        c["train"]["pack"] = 1
+
+    def seeds_packed(c: dict) -> None:
+        unfused(c)
+        c["resources"].update(pack_seeds=True)
+
+    packed = _snakemake("--dry-run", "-p", "--configfile", str(_bad_config(tmp_path, seeds_packed)), cwd=tmp_path,
+                        timeout=120)
+    alone = _snakemake("--dry-run", "--configfile", str(_bad_config(tmp_path, unfused)), cwd=tmp_path, timeout=120)
     assert packed.returncode == 0, packed.stderr[-3000:]
     seeds = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())["seeds"]
     assert len(seeds) > 1 and _train_jobs(packed.stdout) * len(seeds) == _train_jobs(alone.stdout)
@@ -355,22 +362,25 @@ def test_the_laptop_and_gpu_quick_profiles_run_in_their_smoke_form(tmp_path, pro
 
 @pytest.mark.slow
 def test_a_packed_smoke_study_gives_the_unpacked_anytime_errors_up_to_rounding(smoke, tmp_path):
-    """`train: {pack: 4}` trains the smoke profile's runs in fused packs (adaloss.pack). fp32 rounding
-    differs (grouped convolutions sum in another order) and one epoch at lr 0.1 amplifies it, so exits
-    may differ by a few test images, as much as rerunning the unpacked study with 2 threads instead of
-    1 does (measured, docs/speed.md "Packed training"); runs swapped for another seed's differ by
-    ~5.7 points on average and almost never agree."""
+    """The smoke profile trains its runs in fused packs of 4 (`train: {pack: 4}`, adaloss.pack); the
+    same study unpacked must give the same anytime errors up to rounding. fp32 rounding differs
+    (grouped convolutions sum in another order) and one epoch at lr 0.1 amplifies it, so exits may
+    differ by a few test images, as much as rerunning the unpacked study with 2 threads instead of 1
+    does (measured, docs/speed.md "Packed training"); runs swapped for another seed's differ by ~5.7
+    points on average and almost never agree."""
     spec = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
-    spec["train"]["pack"] = 4
-    config = tmp_path / "smoke_pack.yaml"
+    assert spec["train"]["pack"] == 4
+    spec["train"]["pack"] = 1
+    config = tmp_path / "smoke_unpacked.yaml"
     config.write_text(yaml.safe_dump(spec))
     table = "results/tables/anytime_errors.csv"
     result = _snakemake(table, "--cores", "2", "--configfile", str(config), cwd=tmp_path, timeout=600)
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
-    assert list((tmp_path / "logs" / "train_pack").rglob("pack*.log")) and not (tmp_path / "logs" / "train").exists()
+    assert list((smoke / "logs" / "train_pack").rglob("pack*.log")) and not (smoke / "logs" / "train").exists()
+    assert list((tmp_path / "logs" / "train").rglob("*.log")) and not (tmp_path / "logs" / "train_pack").exists()
     keys = ["dataset", "model", "weighting", "seed", "exit"]
-    both = pd.read_csv(smoke / table).merge(pd.read_csv(tmp_path / table), on=keys, suffixes=("", "_packed"),
-                                            validate="one_to_one")
+    both = pd.read_csv(tmp_path / table).merge(pd.read_csv(smoke / table), on=keys, suffixes=("", "_packed"),
+                                               validate="one_to_one")
     assert len(both) == len(pd.read_csv(smoke / table))  # every run and exit, none lost or added
     assert (both["flops"] == both["flops_packed"]).all()
     gap = (both["error"] - both["error_packed"]).abs()
