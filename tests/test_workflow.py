@@ -274,7 +274,8 @@ def test_the_report_renders_in_headless_chromium(smoke, tmp_path):
 def test_a_changed_config_retrains_the_run_from_scratch(smoke, tmp_path):
     """The old checkpoint (1 epoch) was made with other flags: the job discards it instead of failing.
     Kept last: it changes one run of the shared smoke directory."""
-    config = _bad_config(tmp_path, lambda c: c["train"].update(epochs=2))
+    # unpacked, so the run's own `train` job (not a pack's) meets the checkpoint of other flags
+    config = _bad_config(tmp_path, lambda c: c["train"].update(epochs=2, pack=1))
     run = "results/runs/digits/resann/const/seed0"
     result = _snakemake(f"{run}/exits.csv", "--cores", "1", "--configfile", str(config), cwd=smoke)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
