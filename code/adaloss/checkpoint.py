@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import pickle
 import reprlib
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,7 +25,7 @@ from .errors import InputError, reason
 from .models import build_model
 from .models.base import AnytimeNet
 
-__all__ = ["CHECKPOINT", "CHECKPOINT_TYPES", "CONFIG_TYPES", "METRICS", "UnsafeCheckpointError", "UnfinishedRunError",
+__all__ = ["CheckpointMismatchError", "read_run_checkpoint", "CHECKPOINT", "CHECKPOINT_TYPES", "CONFIG_TYPES", "METRICS", "UnsafeCheckpointError", "UnfinishedRunError",
            "load_checkpoint", "read_metrics", "identity_diff", "checkpoint_fits", "load_trained_model"]
 
 CHECKPOINT = "checkpoint.pt"
@@ -163,3 +164,26 @@ def load_trained_model(run_dir: str | Path, device: torch.device | str = "cpu") 
     with checkpoint_fits(checkpoint_path):
         model.load_state_dict(state["model"])
     return model.to(device).eval(), metrics
+
+
+class CheckpointMismatchError(InputError):
+    """The run directory holds a checkpoint made with another configuration."""
+
+
+def read_run_checkpoint(out: Path, device: torch.device, identity: dict[str, Any], restart_on_change: bool,
+                        types: Mapping[str, type | tuple[type, ...]] = CHECKPOINT_TYPES) -> dict[str, Any] | None:
+    """A run directory's checkpoint if it is one of this `identity`; one of another config is refused
+    (or, with `restart_on_change`, ignored and later overwritten). Shared by every trainer."""
+    path = out / CHECKPOINT
+    if not path.exists():
+        return None
+    state = load_checkpoint(path, device, types)
+    if diff := identity_diff(state["identity"], identity):
+        if restart_on_change:
+            print(f"{path} was made with another configuration ({', '.join(diff)} differ): starting over",
+                  file=sys.stderr)
+            return None
+        raise CheckpointMismatchError(
+            path, f"was made with a different configuration (differs in: {', '.join(diff)})",
+            "use another output directory or delete the checkpoint to start over")
+    return state

@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from . import atomic
-from .checkpoint import CHECKPOINT, checkpoint_fits, identity_diff, load_checkpoint
+from .checkpoint import CHECKPOINT, checkpoint_fits, read_run_checkpoint
 from .device import bf16_native, resolve_device
 from .errors import check_name
 from .flops import ExitCost, exit_costs
@@ -53,7 +53,7 @@ from .provenance import cpu_name
 from .rundir import prepare_run_dir
 from .step import ExitLosses, train_step
 from .textdata import VOCAB, TextCorpus, WindowSampler, eval_windows, load_corpus
-from .train import CheckpointMismatchError, NonFiniteLossError
+from .train import NonFiniteLossError
 from .weighting import SCALES, TORCHTUNE_SCHEMES, WEIGHTINGS, LossWeighting, make_weighting, weighting_label
 
 __all__ = ["LMConfig", "LMRun", "fit_lm", "lr_at", "token_costs", "bits_per_byte", "LM_EXIT_COLUMNS",
@@ -260,21 +260,8 @@ class LMRun:
         atomic.save_torch(self.out / CHECKPOINT, self.state_dict())
 
     def _read_checkpoint(self) -> dict[str, Any] | None:
-        """The run directory's checkpoint if it is one of this config; one of another config is
-        refused (or, with `restart_on_change`, ignored and later overwritten)."""
-        path = self.out / CHECKPOINT
-        if not path.exists():
-            return None
-        state = load_checkpoint(path, self.device, LM_CHECKPOINT_TYPES)
-        if diff := identity_diff(state["identity"], self.cfg.identity()):
-            if self.cfg.restart_on_change:
-                print(f"{path} was made with another configuration ({', '.join(diff)} differ): starting over",
-                      file=sys.stderr)
-                return None
-            raise CheckpointMismatchError(
-                path, f"was made with a different configuration (differs in: {', '.join(diff)})",
-                "use another output directory or delete the checkpoint to start over")
-        return state
+        """The run directory's checkpoint if it is one of this config (checkpoint.read_run_checkpoint)."""
+        return read_run_checkpoint(self.out, self.device, self.cfg.identity(), self.cfg.restart_on_change, LM_CHECKPOINT_TYPES)
 
     def try_resume(self) -> bool:
         """Continue from the checkpoint read at construction, if there was one of this config."""

@@ -32,8 +32,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from . import atomic
-from .checkpoint import (CHECKPOINT, METRICS, UnfinishedRunError, checkpoint_fits, identity_diff, load_checkpoint,
-                         read_metrics)
+from .checkpoint import (CHECKPOINT, METRICS, CheckpointMismatchError, UnfinishedRunError, checkpoint_fits,
+                         read_metrics, read_run_checkpoint)
 from .data import DeviceLoader, ImageData, load_dataset
 from .device import autocast_bf16, resolve_device
 from .errors import InputError, check_name
@@ -146,10 +146,6 @@ class TrainConfig:
 
 class NonFiniteLossError(FloatingPointError):
     """A loss became NaN or inf; the message names the run, epoch, step and exit."""
-
-
-class CheckpointMismatchError(InputError):
-    """The run directory holds a checkpoint made with another configuration."""
 
 
 def make_optimizer(groups: list[dict[str, Any]], lr: float, momentum: float, device: torch.device) -> Optimizer:
@@ -283,21 +279,8 @@ class Run:
         atomic.save_torch(self.out / CHECKPOINT, self.state_dict())
 
     def _read_checkpoint(self) -> dict[str, Any] | None:
-        """The run directory's checkpoint if there is one of this config; one of another config is
-        refused (or, with `restart_on_change`, ignored and later overwritten)."""
-        path = self.out / CHECKPOINT
-        if not path.exists():
-            return None
-        state = load_checkpoint(path, self.device)
-        if diff := identity_diff(state["identity"], self.cfg.identity()):
-            if self.cfg.restart_on_change:
-                print(f"{path} was made with another configuration ({', '.join(diff)} differ): starting over",
-                      file=sys.stderr)
-                return None
-            raise CheckpointMismatchError(
-                path, f"was made with a different configuration (differs in: {', '.join(diff)})",
-                "use another output directory or delete the checkpoint to start over")
-        return state
+        """The run directory's checkpoint if it is one of this config (checkpoint.read_run_checkpoint)."""
+        return read_run_checkpoint(self.out, self.device, self.cfg.identity(), self.cfg.restart_on_change)
 
     def try_resume(self) -> bool:
         """Continue from the checkpoint read at construction, if there was one of this config."""
