@@ -271,20 +271,6 @@ def test_the_report_renders_in_headless_chromium(smoke, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_changed_config_retrains_the_run_from_scratch(smoke, tmp_path):
-    """The old checkpoint (1 epoch) was made with other flags: the job discards it instead of failing.
-    Kept last: it changes one run of the shared smoke directory."""
-    # unpacked, so the run's own `train` job meets the pack's checkpoint of other flags; the files came
-    # from a pack rule Snakemake no longer has, so it is told to run the job (it would not see the change)
-    config = _bad_config(tmp_path, lambda c: c["train"].update(epochs=2, pack=1))
-    run = "results/runs/digits/resann/const/seed0"
-    result = _snakemake(f"{run}/exits.csv", "--cores", "1", "--configfile", str(config), "--forcerun", "train",
-                        cwd=smoke)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    assert len(pd.read_csv(smoke / run / "log.csv")) == 2
-
-
-@pytest.mark.slow
 def test_a_killed_study_finishes_on_a_plain_rerun_without_retraining(tmp_path):
     """SIGKILL Snakemake and its jobs mid-study, then rerun the same command: it must finish, and no
     training that had finished is trained again (its checkpoint is not rewritten)."""
@@ -388,3 +374,18 @@ def test_a_packed_smoke_study_gives_the_unpacked_anytime_errors_up_to_rounding(s
     assert (both["flops"] == both["flops_packed"]).all()
     gap = (both["error"] - both["error_packed"]).abs()
     assert gap.mean() < 1.5 and (gap == 0).mean() >= 0.5
+
+
+@pytest.mark.slow
+def test_a_changed_config_retrains_the_run_from_scratch(smoke, tmp_path):
+    """The old checkpoint (1 epoch) was made with other flags: the job discards it instead of failing.
+    Kept last in this file (pytest runs a file's tests in order): it changes one run of the shared
+    smoke directory and adds its unpacked log."""
+    # unpacked, so the run's own `train` job meets the pack's checkpoint of other flags; the files came
+    # from a pack rule Snakemake no longer has, so it is told to run the job (it would not see the change)
+    config = _bad_config(tmp_path, lambda c: c["train"].update(epochs=2, pack=1))
+    run = "results/runs/digits/resann/const/seed0"
+    result = _snakemake(f"{run}/exits.csv", "--cores", "1", "--configfile", str(config), "--forcerun", "train",
+                        cwd=smoke)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert len(pd.read_csv(smoke / run / "log.csv")) == 2
