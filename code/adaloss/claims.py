@@ -1,23 +1,11 @@
-"""The paper's claims as measurements: paired per-seed differences, a 95% interval, and a verdict.
+"""The paper's claims as measurements, one function per claim, and `all_claims`, the study's table.
 
 Each scored claim becomes a list of paired differences d, one per (dataset, model, seed) or coarser
 unit, never finer than the seed: two numbers from one trained network (two budget points of one run,
 two OPT points one EANN meets) are not two pairs, so such numbers are averaged within their seed
-first. The test is Student's t on the mean of d (`paired_interval`), and the verdict (`verdict`) is
-
-* "reproduced" when the 95% interval lies on the paper's side of zero,
-* "contradicted" when it lies on the other side,
-* "inconclusive" otherwise, always with fewer than two pairs (one seed decides nothing), and when
-  fewer than five pairs are all identical (a zero-width interval from too few pairs says nothing of
-  the spread),
-* "not testable" when the study lacks what the claim needs (no such runs, too few datasets),
-* "not run in this profile" when the profile does not run the experiment the claim needs; never a
-  verdict, and the row names the profiles that run it.
-
-Many claims are tested at 95% each, so the table also carries a Holm-adjusted verdict over the
-scored claims (`holm`): the report's headline column. Controls (rows of kind "control", such as a
-small CONST ANN against the large CONST ANN of E3) are tests built so that only the claim passes
-them; they are scored the same way but left out of the Holm family.
+first. The interval, the verdict and Holm's adjustment are `verdicts.py`'s; controls (rows of kind
+"control", such as a small CONST ANN against the large CONST ANN of E3) are tests built so that only
+the claim passes them.
 
 Claims are scored per model family (ResANN, DenseANN, MSDNet), never pooled. The paper's numbers
 (arXiv v3, Table 3a) are the mean over 12 ResANNs on CIFAR10, CIFAR100 and SVHN together, so they
@@ -26,9 +14,8 @@ stand beside our ResANN rows only. Only claims the paper makes are scored
 claims. The loss-scale rows ask the same question as the first claim with CONST's and AdaLoss's sums
 of weights made equal (weighting.py, "Loss scale").
 
-E8 (beyond the paper, issue 20) asks the first claim of an early-exit transformer language model,
-in test bits per byte, against the static exit-loss scales LLM trainers ship (`lm_claims`); its
-rows are ours, in the Holm family beside the paper's.
+E8 (beyond the paper, issue 20) asks the first claim of an early-exit transformer language model
+(`lm_claims.py`); its rows are ours, in the Holm family beside the paper's.
 
 Every function here is pure (tables in, table out); `report.py` only renders the result.
 """
@@ -37,131 +24,27 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
 
 from .eann import theory_sup_factor
-from .flops import opt_exits
-from .tables import BUDGET_NAMES, BUDGETS, PAPER_RELATIVE_TO_OPT, difficulty
-from .weighting import STATIC_SCHEMES, label, split_label
+from .lm_claims import LM_FAMILY, LM_RUNS_IN, lm_claims
+from .tables import BUDGET_NAMES, BUDGETS, LATE, PAPER_RELATIVE_TO_OPT, difficulty
+from .verdicts import CLAIM_COLUMNS, NOT_RUN, Claim, paired_interval, scored, untestable, with_holm
+from .weighting import label
 
 __all__ = [
-    "CLAIM_COLUMNS", "FAMILIES", "Interval", "family_of", "paired_interval", "verdict", "holm", "late_budget_claims",
-    "early_budget_claims", "loss_scale_claims", "small_vs_large_claims", "small_vs_large_summary", "budget_text",
-    "member_cost_ratio", "eann_claims", "weights_claim", "final_exit_share", "lm_late_bpb", "best_static_scale",
-    "lm_claims", "all_claims",
+    "FAMILIES", "family_of", "late_budget_claims", "early_budget_claims", "loss_scale_claims", "small_vs_large_claims",
+    "small_vs_large_summary", "budget_text", "member_cost_ratio", "eann_claims", "weights_claim", "final_exit_share",
+    "all_claims",
 ]
 
 FAMILIES = {"resann": "ResANN", "denseann": "DenseANN", "msdnet": "MSDNet"}
-CONFIDENCE = 0.95
-ALPHA = 1 - CONFIDENCE
-MIN_PAIRS_WITHOUT_SPREAD = 5  # fewer identical differences than this give no interval
-TEST = "paired t, 95% CI"
-LATE = (0.75, 1.0)
-NOT_RUN = "not run in this profile"
 RUNS_ELSEWHERE = ("config/paper.yaml (GPU, CIFAR10, CIFAR100, SVHN)",)
 IMAGES_RUN_IN = "every other profile (config/config.yaml, smoke.yaml, laptop.yaml, gpu_quick.yaml, paper.yaml)"
-LM_RUNS_IN = "config/lm.yaml (the stdlib corpus on a CPU) and, tiny, config/smoke.yaml"
 EARLY = 0.25
-CLAIM_COLUMNS = ["claim", "kind", "family", "paired_on", "unit", "ours", "paper", "mean_diff", "ci_low", "ci_high",
-                 "pairs", "test", "p_value", "verdict", "p_holm", "verdict_holm"]
-
-
-@dataclass(frozen=True)
-class Interval:
-    """Mean of n paired differences, its two-sided t interval and the t test's two-sided p-value
-    (NaN bounds and p when n < 2, or when fewer than MIN_PAIRS_WITHOUT_SPREAD differences are all equal)."""
-
-    mean: float
-    low: float
-    high: float
-    n: int
-    p: float = math.nan
-
-
-def paired_interval(diffs: Sequence[float] | np.ndarray, confidence: float = CONFIDENCE) -> Interval:
-    """Student-t interval on the mean of paired differences; missing values are dropped."""
-    from scipy import stats
-
-    d = np.asarray(diffs, dtype=float)
-    d = d[~np.isnan(d)]
-    n = len(d)
-    if n == 0:
-        return Interval(math.nan, math.nan, math.nan, 0)
-    mean = float(d.mean())
-    sd = float(d.std(ddof=1)) if n > 1 else math.nan
-    if n < 2 or (sd == 0 and n < MIN_PAIRS_WITHOUT_SPREAD):
-        return Interval(mean, math.nan, math.nan, n)
-    if sd == 0:  # many identical differences: the interval is the point, p is 0 unless it is 0
-        return Interval(mean, mean, mean, n, 1.0 if mean == 0 else 0.0)
-    se = sd / math.sqrt(n)
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * se
-    p = float(2 * stats.t.sf(abs(mean) / se, n - 1))
-    return Interval(mean, mean - half, mean + half, n, p)
-
-
-def _side(mean: float, paper_sign: int) -> str:
-    return "reproduced" if mean * paper_sign > 0 else "contradicted"
-
-
-def verdict(interval: Interval, paper_sign: int) -> str:
-    """The verdict rule of the module docstring; `paper_sign` is the sign the paper predicts for d."""
-    if paper_sign not in (-1, 1):
-        raise ValueError(f"paper_sign must be -1 or +1, got {paper_sign}")
-    if interval.n < 2 or math.isnan(interval.low):
-        return "inconclusive"
-    excludes_zero = interval.low > 0 or interval.high < 0
-    return _side(interval.mean, paper_sign) if excludes_zero else "inconclusive"
-
-
-def holm(p_values: Sequence[float]) -> list[float]:
-    """Holm's step-down adjusted p-values (NaN entries stay NaN and do not count in the family):
-    the i-th smallest of m p-values is multiplied by m - i, running maximum, capped at 1. A claim
-    whose adjusted p is below ALPHA keeps its verdict with a family-wise error of at most ALPHA."""
-    p = np.asarray(p_values, dtype=float)
-    out = np.full(len(p), math.nan)
-    idx = [i for i in np.argsort(p, kind="mergesort") if not math.isnan(p[i])]
-    m, running = len(idx), 0.0
-    for rank, i in enumerate(idx):
-        running = max(running, min(1.0, (m - rank) * p[i]))
-        out[i] = running
-    return out.tolist()
-
-
-@dataclass
-class _Claim:
-    claim: str
-    kind: str
-    family: str
-    paired_on: str
-    unit: str
-    ours: str
-    paper: str
-    mean_diff: float
-    ci_low: float
-    ci_high: float
-    pairs: int
-    test: str
-    p_value: float
-    verdict: str
-    p_holm: float = math.nan
-    verdict_holm: str = ""
-    sign: int = -1
-
-
-def _scored(claim: str, family: str, paired_on: str, unit: str, ours: str, paper: str,
-            diffs: Sequence[float] | np.ndarray, paper_sign: int, kind: str = "claim") -> _Claim:
-    iv = paired_interval(diffs)
-    found = verdict(iv, paper_sign) if iv.n else "not testable"  # nothing measured: the study lacks it
-    return _Claim(claim, kind, family, paired_on, unit, ours, paper, iv.mean, iv.low, iv.high, iv.n, TEST, iv.p,
-                  found, sign=paper_sign)
-
-
-def _untestable(claim: str, family: str, why: str, paper: str, found: str = "not testable") -> _Claim:
-    nan = math.nan
-    return _Claim(claim, "claim", family, "", "", why, paper, nan, nan, nan, 0, TEST, nan, found)
 
 
 def family_of(models: Mapping[str, str]) -> Callable[[str], str]:
@@ -209,7 +92,7 @@ def _paper_text(family: str, a: str, b: str, budgets: Sequence[float]) -> str:
 
 
 def _rel_claims(seeds: pd.DataFrame, families: Mapping[str, str], a: str, b: str, budgets: Sequence[float],
-                claim: Callable[[str], str], paper_sign: int, paper: Callable[[str], str]) -> list[_Claim]:
+                claim: Callable[[str], str], paper_sign: int, paper: Callable[[str], str]) -> list[Claim]:
     seeds = seeds.assign(family=seeds["model"].map(family_of(families)))
     pairs = _rel_pairs(seeds, a, b, budgets)
     out = []
@@ -221,13 +104,13 @@ def _rel_claims(seeds: pd.DataFrame, families: Mapping[str, str], a: str, b: str
         where = " and ".join(budget_text(x, mine.loc[mine["budget"] == x, "cost_fraction"]) for x in budgets)
         ours = (f"{label(a)} {p[a].mean():+.1f} vs {label(b)} {p[b].mean():+.1f} (% over OPT, mean over {len(p)} pairs "
                 f"at {where} of the cost)")
-        out.append(_scored(claim(family), family, "dataset, model, seed", "percentage points of relative "
+        out.append(scored(claim(family), family, "dataset, model, seed", "percentage points of relative "
                            "increase over OPT", ours, paper(family), p["diff"].to_numpy(), paper_sign))
     return out
 
 
 def late_budget_claims(seeds: pd.DataFrame, families: Mapping[str, str],
-                       competitors: Sequence[str] = ("const", "linear")) -> list[_Claim]:
+                       competitors: Sequence[str] = ("const", "linear")) -> list[Claim]:
     """Claim 1 (paper §10.1, Table 3a): AdaLoss's relative increase in error over OPT, averaged over
     3/4 and 1 of the cost, is lower than CONST's and LINEAR's; d = AdaLoss - competitor < 0."""
     out = []
@@ -238,14 +121,14 @@ def late_budget_claims(seeds: pd.DataFrame, families: Mapping[str, str],
     return out
 
 
-def early_budget_claims(seeds: pd.DataFrame, families: Mapping[str, str]) -> list[_Claim]:
+def early_budget_claims(seeds: pd.DataFrame, families: Mapping[str, str]) -> list[Claim]:
     """Claim 1's price (Table 3a): at 1/4 of the cost AdaLoss is worse than CONST; d = AdaLoss - CONST > 0."""
     return _rel_claims(seeds, families, "adaloss", "const", (EARLY,),
                        lambda f: f"{f}: AdaLoss pays a little at the earliest budget (1/4) against CONST", +1,
                        lambda f: _paper_text(f, "adaloss", "const", (EARLY,)))
 
 
-def loss_scale_claims(seeds: pd.DataFrame, families: Mapping[str, str]) -> list[_Claim]:
+def loss_scale_claims(seeds: pd.DataFrame, families: Mapping[str, str]) -> list[Claim]:
     """Claim 1 with the loss scale controlled: AdaLoss rescaled to CONST's sum K (adaloss_matched)
     against CONST, and AdaLoss against the authors' earlier CONST summing to log2 K (const_log2)."""
     none = "not in the paper: our control for the step size a weighted sum implies"
@@ -287,7 +170,7 @@ def small_vs_large_summary(svl: pd.DataFrame) -> pd.DataFrame:
                                        "large_cost_to_match"])
 
 
-def small_vs_large_claims(svl: pd.DataFrame, families: Mapping[str, str]) -> list[_Claim]:
+def small_vs_large_claims(svl: pd.DataFrame, families: Mapping[str, str]) -> list[Claim]:
     """Claim 2 (paper §10.2, Fig. 4): a small AdaLoss ANN's final error is below a larger (about 2x)
     CONST ANN's final error, even at the large one's full cost; d = small final - large final < 0,
     one d per (dataset, seed) of a family, the mean over that seed's pairs.
@@ -311,11 +194,11 @@ def small_vs_large_claims(svl: pd.DataFrame, families: Mapping[str, str]) -> lis
         ours = (f"{f['small_error'].mean():.2f}% (small, AdaLoss) vs {f['large_final_error'].mean():.2f}% (large, CONST, "
                 f"{ratio:.2f}x the cost) over {f['pair'].nunique()} pair(s); control {f['control_error'].mean():.2f}% "
                 "(small, CONST)")
-        out.append(_scored(claim.format(family), family, "dataset, seed (mean over pairs)",
+        out.append(scored(claim.format(family), family, "dataset, seed (mean over pairs)",
                            "percentage points of test error", ours, paper,
                            (per_seed["small_error"] - per_seed["large_final_error"]).to_numpy(), -1))
         if per_seed["control_error"].notna().any():
-            out.append(_scored(control.format(family), family, "dataset, seed (mean over pairs)",
+            out.append(scored(control.format(family), family, "dataset, seed (mean over pairs)",
                                "percentage points of test error", ours,
                                "the paper's claim needs this to fail: the larger CONST ANN beats a small CONST ANN",
                                (per_seed["control_error"] - per_seed["large_final_error"]).to_numpy(), -1,
@@ -345,7 +228,7 @@ def _first_member_cost(curve: pd.DataFrame) -> float:
 
 
 def eann_claims(curve: pd.DataFrame, opt: pd.DataFrame, tolerance: float, family: str,
-                ada: str = "adaloss", const: str = "const") -> list[_Claim]:
+                ada: str = "adaloss", const: str = "const") -> list[Claim]:
     """Claim 3 (paper §10.4, Proposition): an EANN is competitive with OPT for a constant fraction of
     extra cost. At every OPT point (cost c: the OPT network's own cost, `own_head_flops`, which
     counts no head it never runs; error e) whose budget C c lies past the first member
@@ -356,7 +239,7 @@ def eann_claims(curve: pd.DataFrame, opt: pd.DataFrame, tolerance: float, family
     compete = f"{family}: an EANN is competitive with OPT at every budget for a constant fraction of extra cost"
     beats = f"{family}: an EANN of AdaLoss ANNs beats an EANN of CONST ANNs"
     if ada not in set(curve["weighting"]):
-        return [_untestable(compete, family, "no AdaLoss EANN in this study", "")]
+        return [untestable(compete, family, "no AdaLoss EANN in this study", "")]
     bound = theory_sup_factor(member_cost_ratio(curve))
     gaps, wins, points = [], [], 0
     for (dataset, seed), o in opt.groupby(["dataset", "seed"], sort=True):
@@ -375,11 +258,11 @@ def eann_claims(curve: pd.DataFrame, opt: pd.DataFrame, tolerance: float, family
     ours = (f"EANN error at {bound:.2f}x each OPT network's own cost minus (1 + {tolerance:g}) x OPT's error, "
             f"mean {np.nanmean(gaps):+.2f} over {points} OPT points in {int(np.sum(~np.isnan(gaps)))} seeds"
             if points else f"no OPT point whose budget {bound:.2f}x its cost lies past the first member")
-    out = [_scored(compete, family, "dataset, seed (mean over its OPT points)", "percentage points of test error",
+    out = [scored(compete, family, "dataset, seed (mean over its OPT points)", "percentage points of test error",
                    ours, paper, gaps, -1)]
     if const in set(curve["weighting"]):
         measured = np.any(~np.isnan(wins))
-        out.append(_scored(beats, family, "dataset, seed (mean over its OPT points)", "percentage points of test error",
+        out.append(scored(beats, family, "dataset, seed (mean over its OPT points)", "percentage points of test error",
                            f"AdaLoss EANN minus CONST EANN at each OPT network's own cost, mean {np.nanmean(wins):+.2f}"
                            if measured else "no OPT network costs as much as the first member: nothing to compare",
                            "AdaLoss EANNs better than CONST EANNs (Fig. 5a, qualitative)", wins, -1))
@@ -410,7 +293,7 @@ def _slope(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.polyfit(x, y, 1)[0])
 
 
-def weights_claim(weights: pd.DataFrame, anytime: pd.DataFrame, min_datasets: int = 3) -> _Claim:
+def weights_claim(weights: pd.DataFrame, anytime: pd.DataFrame, min_datasets: int = 3) -> Claim:
     """Claim 5 (paper §10.5): on harder data the final AdaLoss weights concentrate on the last exits.
     Testable only with >= `min_datasets` datasets whose OPT final errors are ordered beyond their seed
     spread (the paired per-seed difference of each adjacent pair has an interval above zero). Then
@@ -419,7 +302,7 @@ def weights_claim(weights: pd.DataFrame, anytime: pd.DataFrame, min_datasets: in
     claim = "AdaLoss's final weights concentrate more on late exits on harder data"
     paper = "more weight on the final exits from SVHN to CIFAR10 to CIFAR100 (Fig. 5c, qualitative)"
     if anytime[anytime["weighting"] == "opt"].empty:
-        return _untestable(claim, "all", "no OPT networks, so no difficulty order", paper)
+        return untestable(claim, "all", "no OPT networks, so no difficulty order", paper)
     order = list(difficulty(anytime)["dataset"])
     errors = _opt_final_errors(anytime).pivot(index="seed", columns="dataset", values="opt_error")
     gaps = [paired_interval((errors[hard] - errors[easy]).to_numpy()) for easy, hard in zip(order, order[1:])]
@@ -428,141 +311,16 @@ def weights_claim(weights: pd.DataFrame, anytime: pd.DataFrame, min_datasets: in
     if not ordered:
         why = (f"not testable in this profile: needs >= {min_datasets} datasets whose OPT errors are ordered "
                f"beyond their seed spread (the paper profile has three); OPT final error {text}")
-        return _untestable(claim, "all", why, paper)
+        return untestable(claim, "all", why, paper)
     rank = {d: i for i, d in enumerate(order)}
     shares = final_exit_share(weights)
     slopes = [_slope(g["dataset"].map(rank).to_numpy(float), g["final_exit_share"].to_numpy(float))
               for _, g in shares.groupby(["model", "seed"])]
     ours = f"slope of the final-exit share of AdaLoss's weights over difficulty rank; OPT final error {text}"
-    return _scored(claim, "all", "model, seed", "share of the weights per rank", ours, paper, slopes, +1)
-
-
-# -- E8: AdaLoss on an early-exit transformer language model (beyond the paper) -------------------
-
-LM_FAMILY = "Transformer"
-LM_BASELINE = "tt_uniform"  # torchtune's uniform scale: CONST up to the loss scale, which AdamW ignores
-LM_UNIT = "bits per byte (test)"
-LM_PAIRED_ON = "corpus, model, seed"
-LM_PAPER = "not in the paper (issue 20): the paper's first claim asked of a byte-level transformer"
-
-
-def lm_late_bpb(lm: pd.DataFrame, column: str = "bpb") -> pd.DataFrame:
-    """Per anytime run (dataset, model, weighting, seed) of lm_anytime.csv: the mean of `column` (test
-    `bpb`, or `val_bpb`) over the two exits whose FLOPs per token are nearest 3/4 and 1 of the
-    model's (`flops.opt_exits`), the late budget points of claim 1 and of the OPT networks. Two
-    points, not every exit past 3/4 of the depth, so that the statistic is claim 1's (Table 3a's 3/4
-    and 1 columns) and its two exits have OPT networks beside them."""
-    ann = lm[lm["weighting"] != "opt"]
-    parts = []
-    for _, group in ann.groupby(["dataset", "model"], sort=True):
-        costs = group.groupby("exit")["flops"].first().sort_index()
-        late = [int(costs.index[k]) for k in opt_exits(costs.tolist(), LATE)]
-        # each budget point counts once, even where both fall on one exit (a 2-exit model)
-        picked = pd.concat([group[group["exit"] == k] for k in late])
-        parts.append(picked.groupby(["dataset", "model", "weighting", "seed"], as_index=False)[column].mean())
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
-        columns=["dataset", "model", "weighting", "seed", column])
-
-
-Choice = str | Mapping[tuple[str, str], str]  # one weighting label, or one per (dataset, model)
-
-
-def _rows_of(values: pd.DataFrame, w: Choice, column: str) -> pd.Series:
-    """`column` of the rows of weighting `w` (per (dataset, model) when it is a mapping), by (dataset, model, seed)."""
-    keep = [x == (w if isinstance(w, str) else w.get((d, m)))
-            for d, m, x in zip(values["dataset"], values["model"], values["weighting"])]
-    return values.loc[keep].set_index(["dataset", "model", "seed"])[column]
-
-
-def _lm_diffs(values: pd.DataFrame, column: str, a: Choice, b: Choice) -> pd.DataFrame:
-    """Per (dataset, model, seed): `column` of weighting a (column `a`) and of b (`b`) and their
-    difference a - b (`diff`), in the seeds where both ran: seed s of a is paired with seed s of b."""
-    both = pd.concat({"a": _rows_of(values, a, column), "b": _rows_of(values, b, column)}, axis=1)
-    both = both.dropna().reset_index()
-    return both.assign(diff=both["a"] - both["b"])
-
-
-def best_static_scale(lm: pd.DataFrame) -> dict[tuple[str, str], str]:
-    """Per (dataset, model): the static scale (every trained weighting but AdaLoss's kind and OPT:
-    torchtune's and CALM's scales, CONST, LINEAR, ...) with the lowest validation bits per byte at the
-    late exits (`lm_late_bpb` of `val_bpb`), averaged over seeds; a tie goes to the first label.
-
-    Chosen on validation, never on test, and once for all seeds rather than per seed: a choice per
-    seed would hand each seed the scheme whose network happened to be best in it, and that luck
-    carries over to test (the same network is scored on both splits), biasing the comparison towards
-    the static scale; one choice from the mean over seeds is what a practitioner who swept the scales
-    would ship. What bias remains favours the chosen scale, so a win for AdaLoss is not its artefact."""
-    val = lm_late_bpb(lm, "val_bpb")
-    static = val[val["weighting"].map(lambda w: split_label(w)[0] in STATIC_SCHEMES)]
-    means = static.groupby(["dataset", "model", "weighting"], as_index=False)["val_bpb"].mean()
-    best = means.sort_values(["dataset", "model", "val_bpb", "weighting"], kind="mergesort")
-    return {(d, m): w for d, m, w in best.drop_duplicates(["dataset", "model"])[["dataset", "model", "weighting"]]
-            .itertuples(index=False)}
-
-
-def _lm_scored(claim: str, ours: str, diffs: pd.DataFrame, paper_sign: int, kind: str = "claim") -> _Claim:
-    return _scored(f"{LM_FAMILY}: {claim}", LM_FAMILY, LM_PAIRED_ON, LM_UNIT, ours, LM_PAPER, diffs["diff"].to_numpy(),
-                   paper_sign, kind)
-
-
-def lm_claims(lm: pd.DataFrame) -> list[_Claim]:
-    """E8's rows from lm_anytime.csv, each one paired difference in test bits per byte per (corpus,
-    model, seed), the seed being the unit (two exits of one run are averaged first, `lm_late_bpb`):
-    (a) AdaLoss beats torchtune's uniform scale at late exits, d = AdaLoss - uniform < 0;
-    (b) AdaLoss beats the best static scale at late exits, chosen once on validation (`best_static_scale`),
-        d = AdaLoss - best < 0;
-    (c) AdaLoss pays at the earliest exit (exit 0) against uniform, d > 0;
-    and the control (the premise, not a claim): OPT, the transformer truncated at the final exit and
-    trained for it alone, beats uniform there, d = OPT - uniform < 0."""
-    ann = lm[lm["weighting"] != "opt"]
-    late = lm_late_bpb(lm)
-    best = best_static_scale(lm)
-    last = lm.merge(ann.groupby(["dataset", "model"], as_index=False)["exit"].max(), on=["dataset", "model"],
-                    suffixes=("", "_last"))
-    final = last[last["exit"] == last["exit_last"]]  # every scheme's final exit and the OPT network trained for it
-    first = ann[ann["exit"] == 0]
-    diffs = {
-        "late": _lm_diffs(late, "bpb", "adaloss", LM_BASELINE),
-        "best": _lm_diffs(late, "bpb", "adaloss", best),
-        "early": _lm_diffs(first, "bpb", "adaloss", LM_BASELINE),
-        "premise": _lm_diffs(final, "bpb", "opt", LM_BASELINE),
-    }
-
-    def ours(key: str, a: str, b: str, where: str) -> str:
-        d = diffs[key]
-        if d.empty:
-            return f"no seed has both {a} and {b}"
-        return f"{a} {d['a'].mean():.4f} vs {b} {d['b'].mean():.4f} bits per byte ({where}, mean over {len(d)} pairs)"
-
-    chosen = "; ".join(f"{m}: {label(w)}" for (_, m), w in sorted(best.items())) or "no static scale trained"
-    late_where = "mean of the exits nearest 3/4 and 1 of the FLOPs per token"
-    uniform = label(LM_BASELINE)
-    return [
-        _lm_scored(f"AdaLoss beats {uniform} at late exits (3/4 and 1)",
-                   ours("late", "AdaLoss", uniform, late_where), diffs["late"], -1),
-        _lm_scored("AdaLoss beats the best static scale at late exits (3/4 and 1; chosen on validation)",
-                   ours("best", "AdaLoss", "the best static scale", late_where) + f"; chosen once on validation bits "
-                   f"per byte, mean over seeds: {chosen}", diffs["best"], -1),
-        _lm_scored(f"AdaLoss pays at the earliest exit (exit 0) against {uniform}",
-                   ours("early", "AdaLoss", uniform, "exit 0"), diffs["early"], +1),
-        _lm_scored(f"control: OPT beats {uniform} at the final exit (the premise; not a claim)",
-                   ours("premise", "OPT", uniform, "final exit"), diffs["premise"], -1, kind="control"),
-    ]
+    return scored(claim, "all", "model, seed", "share of the weights per rank", ours, paper, slopes, +1)
 
 
 # -- all of them ------------------------------------------------------------------------------------
-
-def _with_holm(found: list[_Claim]) -> list[_Claim]:
-    """Fill p_holm and verdict_holm over the scored claims (controls and untestable rows stay out)."""
-    family = [i for i, c in enumerate(found) if c.kind == "claim" and not math.isnan(c.p_value)]
-    adjusted = holm([found[i].p_value for i in family])
-    for c in found:
-        c.verdict_holm = c.verdict if c.verdict.startswith("not ") else "inconclusive"
-    for i, p in zip(family, adjusted):
-        found[i].p_holm = p
-        found[i].verdict_holm = _side(found[i].mean_diff, found[i].sign) if p < ALPHA else "inconclusive"
-    return found
-
 
 def all_claims(seeds: pd.DataFrame | None, families: Mapping[str, str], svl: pd.DataFrame | None,
                curve: pd.DataFrame | None, anytime: pd.DataFrame | None, opt_model: str | None, tolerance: float,
@@ -577,30 +335,30 @@ def all_claims(seeds: pd.DataFrame | None, families: Mapping[str, str], svl: pd.
     family = family_of(families)
     why = "{} is not run in this profile; it runs in " + ", ".join(RUNS_ELSEWHERE)
     if seeds is None:
-        found = [_untestable("AdaLoss beats CONST and LINEAR at late budgets and pays a little at the earliest", "",
+        found = [untestable("AdaLoss beats CONST and LINEAR at late budgets and pays a little at the earliest", "",
                              f"E1 and E2 are not run in this profile; they run in {IMAGES_RUN_IN}", "", NOT_RUN)]
     else:
         found = [*late_budget_claims(seeds, families), *early_budget_claims(seeds, families)]
-        found += loss_scale_claims(seeds, families) or [_untestable(
+        found += loss_scale_claims(seeds, families) or [untestable(
             "AdaLoss beats CONST at late budgets with the loss scale controlled (ours)", "",
             why.format("The loss-scale ablation"), "", NOT_RUN)]
     if svl is None:
-        found.append(_untestable("a small AdaLoss ANN beats a CONST ANN of about twice its cost", "", why.format("E3"),
+        found.append(untestable("a small AdaLoss ANN beats a CONST ANN of about twice its cost", "", why.format("E3"),
                                  "", NOT_RUN))
     else:
         found += small_vs_large_claims(svl, families)
     if curve is None or opt_model is None:
-        found.append(_untestable("an EANN is competitive with OPT for a constant fraction of extra cost", "",
+        found.append(untestable("an EANN is competitive with OPT for a constant fraction of extra cost", "",
                                  why.format("E4"), "", NOT_RUN))
     else:
         opt = anytime[(anytime["model"] == opt_model) & (anytime["weighting"] == "opt")]
         found += eann_claims(curve, opt, tolerance, family(opt_model))
     if weights is None:
-        found.append(_untestable("AdaLoss's final weights concentrate more on late exits on harder data", "all",
+        found.append(untestable("AdaLoss's final weights concentrate more on late exits on harder data", "all",
                                  why.format("E5"), "", NOT_RUN))
     else:
         found.append(weights_claim(weights, anytime))
-    found += lm_claims(lm) if lm is not None else [_untestable(
+    found += lm_claims(lm) if lm is not None else [untestable(
         "AdaLoss beats torchtune's uniform and the best static scale on an early-exit transformer (ours)",
         LM_FAMILY, f"E8 is not run in this profile; it runs in {LM_RUNS_IN}", "", NOT_RUN)]
-    return pd.DataFrame([asdict(c) for c in _with_holm(found)], columns=CLAIM_COLUMNS)
+    return pd.DataFrame([asdict(c) for c in with_holm(found)], columns=CLAIM_COLUMNS)

@@ -25,11 +25,12 @@ import pandas as pd
 from markupsafe import Markup
 
 from . import atomic
-from .claims import (CLAIM_COLUMNS, LM_FAMILY, all_claims, budget_text, family_of, final_exit_share,
-                     small_vs_large_summary)
+from .claims import all_claims, budget_text, family_of, final_exit_share, small_vs_large_summary
+from .lm_claims import LM_FAMILY
 from .plan import LM_POOL
 from .provenance import cpu_name
 from .tables import BUDGET_NAMES, difficulty, format_floats
+from .verdicts import CLAIM_COLUMNS
 from .weighting import LABELS, SCALES, label, split_label
 
 __all__ = [

@@ -61,6 +61,7 @@ RELATIVE_COLUMNS = ["dataset", "model", "weighting", "budget", "cost_fraction", 
 WEIGHTS_COLUMNS = ["dataset", "model", "seed", "exit", "weight"]
 BUDGETS = (0.25, 0.5, 0.75, 1.0)  # fractions of the total cost where OPT networks sit
 BUDGET_NAMES = dict(zip(BUDGETS, ("1/4", "1/2", "3/4", "1")))  # how tables and figures name them
+LATE = BUDGETS[2:]  # the late budget points of claim 1 (Table 3a's 3/4 and 1 columns)
 FLOAT_FORMAT = "{:.6g}"
 
 # arXiv v3, Table 3a (read digit by digit off the v3 table image; shared/reference/paper.md §8): the
