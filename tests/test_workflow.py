@@ -104,7 +104,7 @@ def test_the_lm_profile_plans_e8_alone(tmp_path):
     result = _snakemake("--dry-run", "--configfile", str(ROOT / "config" / "lm.yaml"), cwd=tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, re.MULTILINE))
-    assert counts["train_lm"] == "36"  # 8 weightings and 4 OPT networks, 3 seeds
+    assert counts["train_lm"] == "30"  # 6 weightings and 4 OPT networks, 3 seeds
     assert not {"train", "train_eann_member", "speed_bench", "anytime_errors", "latency_table"} & set(counts)
     assert ("stdlib/transformer12: 12 exits, 1769.5 kFLOPs per token; OPT at exits 2 (25 %), 5 (50 %), 8 (75 %), "
             "11 (100 %)") in result.stderr
