@@ -157,3 +157,32 @@ def test_bad_configurations_are_refused_naming_the_problem(changes, message):
 def test_an_unknown_corpus_fails_before_training_naming_the_file(tmp_path, data_root):
     with pytest.raises(ValueError, match=r"absent\.txt: no such file"):
         LMRun(tiny(tmp_path, data_root, corpus="absent"))
+
+
+@pytest.mark.slow
+def test_the_prepared_gpu_check_runs_on_a_cpu_and_tables_every_premise_run(tmp_path, data_root):
+    """scripts/gpu_lm_check.sh waits for a GPU; its plumbing (timing, six runs at once, the premise table) is
+    checked here at a tiny size, so that the one GPU call a session may get is not spent on a typo."""
+    import subprocess
+    import sys
+    out, root = tmp_path / "out", Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable, "DEVICE": "cpu", "LAYERS": "2", "WIDTH": "16",
+           "HEADS": "2", "CONTEXT": "16", "BATCH": "4", "STEPS": "6", "TIME_STEPS": "4", "EVAL_EVERY": "3",
+           "EVAL_WINDOWS": "8", "THREADS": "1", "CORPUS": "tiny", "DATA_ROOT": str(data_root),
+           "RUNS": str(tmp_path / "runs")}
+    done = subprocess.run(["bash", "scripts/gpu_lm_check.sh"], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert {p.name for p in out.iterdir()} == {"gpu_lm_check.log", "lm_gpu_step_time.csv", "lm_gpu_premise.csv"}
+    timing = read_csv(out / "lm_gpu_step_time.csv")
+    assert len(timing) == 1 and int(timing[0]["steps_timed"]) == 4 and float(timing[0]["ms_per_step"]) > 0
+    premise = read_csv(out / "lm_gpu_premise.csv")
+    runs = {(r["weighting"], r["seed"]) for r in premise}
+    assert runs == {(w, s) for w in ("tt_uniform", "opt") for s in "012"}
+    assert [r["step"] for r in premise] == ["3", "6"] * 6 and all(r["finished"] == "True" for r in premise)
+    assert all(0 < float(r["test_bpb_final_exit"]) < 9 for r in premise)
+    # the two sides are the two weightings the premise compares, not one run read twice
+    weights = {w: json.loads((tmp_path / "runs" / w / "seed0" / "metrics.json").read_text())["final_weights"]
+               for w in ("tt_uniform", "opt")}
+    assert weights["tt_uniform"] == pytest.approx([0.5, 0.5]) and weights["opt"][-1] == pytest.approx(1.0)
+    assert "seed 2: uniform step 6" in done.stdout and "OPT - uniform (validation)" in done.stdout
