@@ -186,3 +186,16 @@ def test_the_prepared_gpu_check_runs_on_a_cpu_and_tables_every_premise_run(tmp_p
                for w in ("tt_uniform", "opt")}
     assert weights["tt_uniform"] == pytest.approx([0.5, 0.5]) and weights["opt"][-1] == pytest.approx(1.0)
     assert "seed 2: uniform step 6" in done.stdout and "OPT - uniform (validation)" in done.stdout
+
+
+@pytest.mark.parametrize("amx,avx512_bf16,cnn,lm", [(True, True, True, True), (False, True, True, False),
+                                                    (False, False, False, False)])
+def test_the_transformer_takes_bf16_on_cpu_only_with_amx_where_the_cnns_take_it_with_avx512_bf16_too(
+        monkeypatch, tmp_path, data_root, amx, avx512_bf16, cnn, lm):
+    """On an AMD EPYC with AVX512-BF16 and no AMX the transformer's step was 1.4x slower in bf16 than in fp32
+    (docs/speed.md) while the CNNs' was faster, so the two ask the CPU different questions."""
+    from adaloss.device import bf16_native
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    assert bf16_native(torch.device("cpu")) is cnn
+    assert LMRun(tiny(tmp_path, data_root, device="cpu")).bf16 is lm

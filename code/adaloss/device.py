@@ -48,16 +48,20 @@ def autocast_bf16(model: nn.Module, device: torch.device) -> bool:
     return bf16_native(device) and (device.type == "cuda" or not convolves_unit_maps(model))
 
 
-def bf16_native(device: torch.device) -> bool:
+def bf16_native(device: torch.device, matrix_units_only: bool = False) -> bool:
     """Whether bf16 autocast speeds training up on `device`: on CUDA, and on CPUs whose vector or
     matrix units compute bf16 natively (AMX tiles, or AVX512-BF16's dot-product instructions).
 
     Measured (docs/speed.md): a CIFAR-sized ResANN step 1.6x faster on a 2-core Xeon with AMX, and
     faster too on an AMD EPYC with AVX512-BF16 and no AMX. Other CPUs emulate bf16 and stay in fp32.
+    `matrix_units_only` counts only AMX on CPU: the byte-level transformer's step was 1.4x slower
+    with bf16 autocast than in fp32 on that AMD EPYC, its small matmuls gaining less from
+    AVX512-BF16 than the casts cost.
     """
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type != "cpu":
         return False
-    probes = (getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+    names = ("_is_amx_tile_supported",) + (() if matrix_units_only else ("_is_avx512_bf16_supported",))
+    probes = (getattr(torch.cpu, name, None) for name in names)
     return any(probe is not None and bool(probe()) for probe in probes)
