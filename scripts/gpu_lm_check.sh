@@ -32,7 +32,8 @@ START=$SECONDS
 # lm_gpu.yaml's training settings, shared by both parts
 common=(--layers "$LAYERS" --width "$WIDTH" --heads "$HEADS" --context "$CONTEXT" --batch-size "$BATCH"
         --lr 0.001 --min-lr 0.0001 --warmup-steps 200 --update-per 10 --eval-windows "$EVAL_WINDOWS"
-        --device "$DEVICE" --threads "$THREADS" --no-progress --corpus "$CORPUS" --data-root "$DATA_ROOT" --no-latency --model-name transformer12w)
+        --device "$DEVICE" --threads "$THREADS" --corpus "$CORPUS" --data-root "$DATA_ROOT"
+        --no-progress --no-latency --model-name transformer12w)
 
 echo "== 1. step time: tt_uniform, $TIME_STEPS steps"
 timeout 90 "$PY" -m adaloss train-lm "${common[@]}" --weighting tt_uniform --seed 0 --steps "$TIME_STEPS" \
@@ -75,12 +76,12 @@ for weighting in ("tt_uniform", "opt"):
         done = os.path.exists(f"{d}/metrics.json")
         test = json.load(open(f"{d}/metrics.json"))["final_test_bpb"][-1] if done else ""
         log = list(csv.DictReader(open(f"{d}/log.csv"))) if os.path.exists(f"{d}/log.csv") else []
-        for r in log:  # OPT's network ends at exit `last`, so its last column is that exit's
-            val = r[f"val_bpb_e{last}"]
+        for r in log:  # OPT's network ends at exit `last`, so both runs have that exit's column
             rows.append(dict(weighting=weighting, seed=seed, step=r["step"], seconds=r["seconds"],
-                             val_bpb_final_exit=val, finished=done, test_bpb_final_exit=test))
+                             val_bpb_final_exit=r[f"val_bpb_e{last}"], finished=done, test_bpb_final_exit=test))
         if log:
-            final[weighting, seed] = (log[-1]["step"], float(log[-1][f"val_bpb_e{last}"]), test)
+            final[weighting, seed] = (rows[-1]["step"], float(rows[-1]["val_bpb_final_exit"]),
+                                      f"{test:.3f}" if done else "(cut before the end)")
 with open(out, "w", newline="") as f:
     w = csv.DictWriter(f, fieldnames=["weighting", "seed", "step", "seconds", "val_bpb_final_exit", "finished",
                                       "test_bpb_final_exit"])
@@ -89,9 +90,8 @@ with open(out, "w", newline="") as f:
 for seed in (0, 1, 2):
     u, o = final.get(("tt_uniform", seed)), final.get(("opt", seed))
     if u and o:
-        test = lambda r: f"{r[2]:.3f}" if r[2] != "" else "(cut before the end)"
-        print(f"seed {seed}: uniform step {u[0]} val {u[1]:.3f} test {test(u)}; OPT step {o[0]} val {o[1]:.3f} "
-              f"test {test(o)}; OPT - uniform (validation) {o[1] - u[1]:+.3f}")
+        print(f"seed {seed}: uniform step {u[0]} val {u[1]:.3f} test {u[2]}; OPT step {o[0]} val {o[1]:.3f} "
+              f"test {o[2]}; OPT - uniform (validation) {o[1] - u[1]:+.3f}")
     else:
         print(f"seed {seed}: no validation point from {'uniform' if not u else 'OPT'}")
 EOF

@@ -10,6 +10,8 @@ import csv
 import dataclasses
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ import torch
 
 from adaloss import cli
 from adaloss.checkpoint import load_checkpoint
+from adaloss.device import bf16_native
 from adaloss.lm_train import (_HELP, LM_CHECKPOINT_TYPES, LM_EXIT_COLUMNS, LMConfig, LMRun, bits_per_byte, fit_lm,
                               lr_at)
 from adaloss.models import build_model
@@ -163,8 +166,6 @@ def test_an_unknown_corpus_fails_before_training_naming_the_file(tmp_path, data_
 def test_the_prepared_gpu_check_runs_on_a_cpu_and_tables_every_premise_run(tmp_path, data_root):
     """scripts/gpu_lm_check.sh waits for a GPU; its plumbing (timing, six runs at once, the premise table) is
     checked here at a tiny size, so that the one GPU call a session may get is not spent on a typo."""
-    import subprocess
-    import sys
     out, root = tmp_path / "out", Path(__file__).resolve().parents[1]
     env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable, "DEVICE": "cpu", "LAYERS": "2", "WIDTH": "16",
            "HEADS": "2", "CONTEXT": "16", "BATCH": "4", "STEPS": "6", "TIME_STEPS": "4", "EVAL_EVERY": "3",
@@ -194,7 +195,6 @@ def test_the_transformer_takes_bf16_on_cpu_only_with_amx_where_the_cnns_take_it_
         monkeypatch, tmp_path, data_root, amx, avx512_bf16, cnn, lm):
     """On an AMD EPYC with AVX512-BF16 and no AMX the transformer's step was 1.4x slower in bf16 than in fp32
     (docs/speed.md) while the CNNs' was faster, so the two ask the CPU different questions."""
-    from adaloss.device import bf16_native
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
     assert bf16_native(torch.device("cpu")) is cnn
